@@ -1,0 +1,119 @@
+"""Metric registry and Monte Carlo standard errors.
+
+A metric maps an :class:`~levopt.engine.Outcome` to a number, differentiably. Metrics that are the
+mean of a per-path quantity are registered with ``per_path=True`` and return that quantity; their
+standard error is the sample standard deviation over sqrt(paths). Any other metric (quantiles,
+CVaR, user functions) gets a batch-means standard error: the metric on ``STDERR_BATCHES`` disjoint
+groups of paths, whose spread over sqrt(groups) estimates its error.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from jax import Array
+
+from levopt.engine import Outcome
+from levopt.errors import ConfigError
+from levopt.registry import Registry
+
+STDERR_BATCHES = 20
+RUIN_FLOOR = 1e-6
+"""Default floor on W_T / W_0 inside logarithms, so a wipe-out costs log(1e-6) = -13.8, not -inf."""
+
+
+@dataclass(frozen=True)
+class Context:
+    """What metrics need besides the outcome: horizon in years (365-day year), the ruin floor."""
+
+    years: float
+    ruin_floor: float = RUIN_FLOOR
+
+
+@dataclass(frozen=True)
+class Metric:
+    """A registered metric. ``fn(outcome, ctx, **options)`` returns a scalar, or per-path values
+    (whose mean is the metric) when ``per_path``."""
+
+    name: str
+    fn: Callable[..., Array]
+    per_path: bool = False
+    higher_is_better: bool = True
+
+    def options(self) -> set[str]:
+        params = list(inspect.signature(self.fn).parameters)[2:]
+        return set(params)
+
+    def check_options(self, options: dict[str, Any], field: str) -> None:
+        unknown = set(options) - self.options()
+        if unknown:
+            allowed = ", ".join(sorted(self.options())) or "none"
+            raise ConfigError(field, f"unknown option(s) {sorted(unknown)} for metric {self.name!r}; allowed: {allowed}")
+
+    def value(self, outcome: Outcome, ctx: Context, **options: Any) -> Array:
+        out = self.fn(outcome, ctx, **options)
+        return jnp.mean(out) if self.per_path else out
+
+    def stderr(self, outcome: Outcome, ctx: Context, **options: Any) -> Array:
+        if self.per_path:
+            values = self.fn(outcome, ctx, **options)
+            return jnp.std(values, ddof=1) / jnp.sqrt(values.shape[0])
+        n = outcome.wealth.shape[0] // STDERR_BATCHES
+        if n < 2:
+            return jnp.asarray(jnp.nan)
+        batched = jax.tree.map(lambda a: a[: n * STDERR_BATCHES].reshape((STDERR_BATCHES, n)), outcome)
+        values = jax.vmap(lambda o: self.fn(o, ctx, **options))(batched)
+        # Each group holds 1/B of the paths: the full-sample error is std(groups) / sqrt(B).
+        return jnp.std(values, ddof=1) / jnp.sqrt(STDERR_BATCHES)
+
+
+METRICS: Registry[Metric] = Registry("metric")
+
+
+def objective(name: str, *, per_path: bool = False, higher_is_better: bool = True):
+    """Register ``fn(outcome, ctx, **options)`` as a metric usable in configs and objectives.
+
+    Example::
+
+        @levopt.objective("p_loss", per_path=True, higher_is_better=False)
+        def p_loss(outcome, ctx):
+            return (outcome.survival * (outcome.wealth < 1) + (1 - outcome.survival)).astype(float)
+    """
+
+    def decorator(fn: Callable[..., Array]) -> Callable[..., Array]:
+        METRICS.register(name)(Metric(name, fn, per_path, higher_is_better))
+        return fn
+
+    return decorator
+
+
+def get_metric(name: str, field: str = "metric") -> Metric:
+    """A registered metric, or a function given as ``package.module:function`` (per-path=False)."""
+    found = METRICS.get(name, field)
+    if isinstance(found, Metric):
+        return found
+    if callable(found):
+        return Metric(name, found)
+    raise ConfigError(field, f"{name!r} is not a metric function")
+
+
+def evaluate_metrics(
+    outcome: Outcome, ctx: Context, specs: dict[str, tuple[str, dict[str, Any]]]
+) -> tuple[dict[str, float], dict[str, float]]:
+    """Values and standard errors of several metrics: ``specs`` maps a label to (metric, options)."""
+    metrics = {label: (get_metric(name), options) for label, (name, options) in specs.items()}
+
+    @jax.jit
+    def compute(o: Outcome) -> tuple[dict[str, Array], dict[str, Array]]:
+        values = {label: m.value(o, ctx, **opts) for label, (m, opts) in metrics.items()}
+        errors = {label: m.stderr(o, ctx, **opts) for label, (m, opts) in metrics.items()}
+        return values, errors
+
+    values, errors = compute(outcome)
+    return {k: float(v) for k, v in values.items()}, {k: float(v) for k, v in errors.items()}
+

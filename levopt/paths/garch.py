@@ -1,0 +1,138 @@
+"""GARCH(1,1) and GJR-GARCH with normal or Student-t shocks (constant correlation across assets)."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import Array
+from pydantic import model_validator
+
+from levopt.paths._base import (
+    ModelConfig,
+    PathModel,
+    StepOut,
+    as_vector,
+    correlation_cholesky,
+    n_assets_of,
+    nonneg,
+    register_model,
+)
+
+
+class GarchConfig(ModelConfig):
+    kind: str = "garch"
+    mu: float | list[float] = 0.0
+    omega: float | list[float]
+    alpha: float | list[float]
+    beta: float | list[float]
+    gamma: float | list[float] = 0.0
+    dist: Literal["normal", "t"] = "normal"
+    nu: float | None = None
+    h0: float | list[float] | None = None
+    corr: list[list[float]] | None = None
+
+    _nonneg = nonneg("alpha", "beta", "h0")
+    _positive = nonneg("omega", strict=True)
+
+    @model_validator(mode="after")
+    def _stationary(self):
+        n = n_assets_of(self.mu, self.omega, self.alpha, self.beta, self.gamma)
+        a, b, g = (as_vector(v, n, k) for k, v in (("alpha", self.alpha), ("beta", self.beta), ("gamma", self.gamma)))
+        if np.any(a + g < 0):
+            raise ValueError(f"alpha + gamma must be >= 0 so the variance stays positive, got {(a + g).tolist()}")
+        persistence = a + b + g / 2
+        if np.any(persistence >= 1):
+            raise ValueError(
+                f"alpha + beta + gamma/2 must be < 1 (covariance stationarity), got {persistence.tolist()}"
+            )
+        if self.dist == "t" and (self.nu is None or self.nu <= 2):
+            raise ValueError(f"dist 't' needs nu > 2 (finite variance), got nu={self.nu}")
+        if self.dist == "normal" and self.nu is not None:
+            raise ValueError("nu is only used with dist: t")
+        return self
+
+
+@register_model("garch")
+class Garch(PathModel):
+    r"""GARCH(1,1) / GJR-GARCH on per-step log-returns.
+
+    .. math::
+        r_t = \mu\Delta - \tfrac12 h_t + \sqrt{h_t}\,\varepsilon_t,\qquad
+        h_{t+1} = \omega + (\alpha + \gamma\,1[\varepsilon_t < 0])\,h_t\varepsilon_t^2 + \beta h_t
+
+    ``omega``, ``alpha``, ``beta``, ``gamma`` are in per-step variance units of decimal log-returns;
+    ``mu`` is annualized (the -h/2 term makes it the arithmetic drift, as for gbm). Shocks are
+    standard normal or Student-t scaled by sqrt((nu-2)/nu) to unit variance; with several assets
+    they are correlated by ``corr`` (constant conditional correlation, a common chi-square mixing
+    variable for t). The process starts at the unconditional variance omega / (1 - alpha - beta -
+    gamma/2) unless ``h0`` is given.
+
+    References: T. Bollerslev (1986); L. Glosten, R. Jagannathan, D. Runkle (1993).
+    """
+
+    Config = GarchConfig
+    mu: Array
+    omega: Array
+    alpha: Array
+    beta: Array
+    gamma: Array
+    nu: Array
+    h0: Array
+    corr_chol: Array
+    dist: str = eqx.field(static=True, default="normal")
+
+    @classmethod
+    def from_config(cls, cfg: GarchConfig, dt: float, dtype: Any) -> Garch:
+        n = n_assets_of(cfg.mu, cfg.omega, cfg.alpha, cfg.beta, cfg.gamma)
+        vec = lambda name: as_vector(getattr(cfg, name), n, f"model.{name}")  # noqa: E731
+        omega, alpha, beta, gamma = vec("omega"), vec("alpha"), vec("beta"), vec("gamma")
+        h0 = vec("h0") if cfg.h0 is not None else omega / (1 - alpha - beta - gamma / 2)
+        arr = lambda x: jnp.asarray(x, dtype)  # noqa: E731
+        return cls(
+            mu=arr(vec("mu")),
+            omega=arr(omega),
+            alpha=arr(alpha),
+            beta=arr(beta),
+            gamma=arr(gamma),
+            nu=arr(cfg.nu if cfg.nu is not None else np.inf),
+            h0=arr(h0),
+            corr_chol=arr(correlation_cholesky(cfg.corr, n)),
+            dist=cfg.dist,
+        )
+
+    def unconditional_variance(self) -> Array:
+        return self.omega / (1 - self.alpha - self.beta - self.gamma / 2)
+
+    def noise(self, key: Array, n: int, dtype: Any) -> dict[str, Array]:
+        kz, kw = jax.random.split(key)
+        out = {"z": jax.random.normal(kz, (n, self.n_assets), dtype)}
+        if self.dist == "t":
+            # w ~ chi2(nu)/nu, the mixing variable of the Student-t (shared by all assets).
+            # `self.nu` is a scalar, or (n,) when each path carries its own parameter draw.
+            half_nu = jnp.broadcast_to(self.nu / 2, (n,))
+            out["w"] = jax.random.gamma(kw, half_nu, (n,), dtype) / half_nu
+        return out
+
+    def standardized_shock(self, noise: dict[str, Array]) -> Array:
+        """Unit-variance shock of one path from its noise."""
+        z = self.corr_chol @ noise["z"]
+        if self.dist == "t":
+            z = z * jnp.sqrt((self.nu - 2) / self.nu / noise["w"])
+        return z
+
+    def init(self, dtype: Any) -> Array:
+        return self.h0
+
+    def step(self, h: Array, noise: dict[str, Array], dt: float) -> tuple[Array, StepOut]:
+        eps = self.standardized_shock(noise)
+        vol = jnp.sqrt(h)
+        x = self.mu * dt - 0.5 * h + vol * eps
+        h_next = self.omega + (self.alpha + self.gamma * (eps < 0)) * h * eps**2 + self.beta * h
+        return h_next, StepOut(x, vol, jnp.zeros((), bool))
+
+    def current_vol(self, h: Array, dt: float) -> Array:
+        return jnp.sqrt(h / dt)
