@@ -1,10 +1,10 @@
 """Metric registry and Monte Carlo standard errors.
 
-A metric maps an :class:`~levopt.engine.Outcome` to a number, differentiably. Metrics that are the
-mean of a per-path quantity are registered with ``per_path=True`` and return that quantity; their
-standard error is the sample standard deviation over sqrt(paths). Any other metric (quantiles,
-CVaR, user functions) gets a batch-means standard error: the metric on ``STDERR_BATCHES`` disjoint
-groups of paths, whose spread over sqrt(groups) estimates its error.
+A metric maps an :class:`~levopt.engine.Outcome` to a number, differentiably. A metric function that
+returns a per-path array is the mean of that quantity; its standard error is the sample standard
+deviation over sqrt(paths). A metric returning a scalar (quantiles, CVaR) gets a batch-means
+standard error: the metric on ``STDERR_BATCHES`` disjoint groups of paths, whose spread over
+sqrt(groups) estimates its error.
 """
 
 from __future__ import annotations
@@ -38,11 +38,10 @@ class Context:
 @dataclass(frozen=True)
 class Metric:
     """A registered metric. ``fn(outcome, ctx, **options)`` returns a scalar, or per-path values
-    (whose mean is the metric) when ``per_path``."""
+    whose mean is the metric."""
 
     name: str
     fn: Callable[..., Array]
-    per_path: bool = False
     higher_is_better: bool = True
 
     def options(self) -> set[str]:
@@ -57,11 +56,11 @@ class Metric:
 
     def value(self, outcome: Outcome, ctx: Context, **options: Any) -> Array:
         out = self.fn(outcome, ctx, **options)
-        return jnp.mean(out) if self.per_path else out
+        return jnp.mean(out) if out.ndim else out
 
     def stderr(self, outcome: Outcome, ctx: Context, **options: Any) -> Array:
-        if self.per_path:
-            values = self.fn(outcome, ctx, **options)
+        values = self.fn(outcome, ctx, **options)
+        if values.ndim:
             return jnp.std(values, ddof=1) / jnp.sqrt(values.shape[0])
         n = outcome.wealth.shape[0] // STDERR_BATCHES
         if n < 2:
@@ -75,25 +74,25 @@ class Metric:
 METRICS: Registry[Metric] = Registry("metric")
 
 
-def objective(name: str, *, per_path: bool = False, higher_is_better: bool = True):
+def objective(name: str, *, higher_is_better: bool = True):
     """Register ``fn(outcome, ctx, **options)`` as a metric usable in configs and objectives.
 
     Example::
 
-        @levopt.objective("p_loss", per_path=True, higher_is_better=False)
+        @levopt.objective("p_loss", higher_is_better=False)
         def p_loss(outcome, ctx):
             return (outcome.survival * (outcome.wealth < 1) + (1 - outcome.survival)).astype(float)
     """
 
     def decorator(fn: Callable[..., Array]) -> Callable[..., Array]:
-        METRICS.register(name)(Metric(name, fn, per_path, higher_is_better))
+        METRICS.register(name)(Metric(name, fn, higher_is_better))
         return fn
 
     return decorator
 
 
 def get_metric(name: str, field: str = "metric") -> Metric:
-    """A registered metric, or a function given as ``package.module:function`` (per-path=False)."""
+    """A registered metric, or a metric function given as ``package.module:function``."""
     found = METRICS.get(name, field)
     if isinstance(found, Metric):
         return found

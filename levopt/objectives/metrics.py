@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from typing import Literal
 
-import jax
 import jax.numpy as jnp
 from jax import Array
 
@@ -26,32 +25,32 @@ def _safe_div(num: Array, den: Array) -> Array:
     return jnp.where(ok, num / jnp.where(ok, den, 1.0), 0.0)
 
 
-@objective("log_growth", per_path=True)
+@objective("log_growth")
 def log_growth(o: Outcome, ctx: Context) -> Array:
     r"""Annualized expected log-growth (Kelly): E[log(W_T/W_0)] / T, W_T floored at the ruin floor."""
     survive = o.survival * jnp.log(jnp.maximum(o.wealth, ctx.ruin_floor))
     return (survive + o.liq_log_wealth) / ctx.years
 
 
-@objective("mean_return", per_path=True)
+@objective("mean_return")
 def mean_return(o: Outcome, ctx: Context) -> Array:
     """Expected simple return over the horizon, E[W_T/W_0 - 1]."""
     return o.survival * o.wealth + o.liq_wealth - 1.0
 
 
-@objective("liquidation_probability", per_path=True, higher_is_better=False)
+@objective("liquidation_probability", higher_is_better=False)
 def liquidation_probability(o: Outcome, ctx: Context) -> Array:
     """Probability of liquidation under continuous monitoring (Brownian-bridge estimate)."""
     return _liq_weight(o)
 
 
-@objective("liquidation_probability_discrete", per_path=True, higher_is_better=False)
+@objective("liquidation_probability_discrete", higher_is_better=False)
 def liquidation_probability_discrete(o: Outcome, ctx: Context) -> Array:
     """Probability of liquidation when margin is checked at the simulation steps only."""
     return o.liquidated.astype(o.wealth.dtype)
 
 
-@objective("max_drawdown", per_path=True, higher_is_better=False)
+@objective("max_drawdown", higher_is_better=False)
 def max_drawdown(o: Outcome, ctx: Context) -> Array:
     """Expected maximum drawdown of equity over the horizon (fraction of the running peak)."""
     return o.survival * o.max_drawdown + o.liq_drawdown
@@ -93,12 +92,13 @@ def conditional_value_at_risk(
 ) -> Array:
     r"""Conditional value-at-risk (expected shortfall) of the loss at ``level``.
 
-    Rockafellar–Uryasev: CVaR = min_a a + E[(loss - a)_+] / (1 - level), attained at a = VaR; the
-    gradient needs no derivative through a (envelope theorem), hence the stop_gradient.
+    Rockafellar–Uryasev: CVaR = min_a a + E[(loss - a)_+] / (1 - level), attained at a = VaR. On a
+    finite sample the probability above the VaR atom is not exactly 1 - level, so the gradient keeps
+    the term through a: it is then the exact derivative of the estimator.
 
     Reference: R. T. Rockafellar, S. Uryasev, "Optimization of conditional value-at-risk",
     J. Risk 2 (2000).
     """
     losses, weights = loss_atoms(o, ctx, returns)
-    a = jax.lax.stop_gradient(weighted_var(losses, weights, level))
+    a = weighted_var(losses, weights, level)
     return a + jnp.sum(weights * jnp.maximum(losses - a, 0.0)) / (jnp.sum(weights) * (1.0 - level))

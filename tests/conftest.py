@@ -1,0 +1,44 @@
+"""Shared fixtures and helpers. Monte Carlo tolerances are stated in standard errors (Z)."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import pytest
+
+Z = 4.0
+"""Tolerance in standard errors for Monte Carlo checks: a correct implementation fails one such
+check with probability about 6e-5."""
+
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+BASE = {
+    "seed": 0,
+    "paths": 20000,
+    "horizon_days": 30,
+    "steps_per_day": 1,
+    "precision": "float64",
+    "model": {"kind": "gbm", "mu": 0.0, "sigma": 0.8},
+    "market": {"borrow_rate": 0.0, "cash_rate": 0.0, "fee": 0.0, "maintenance_margin": 0.005, "liquidation_fee": 0.0},
+    "policy": {"kind": "constant", "leverage": 5.0, "rebalance": "never"},
+}
+
+
+def make_config(**overrides) -> dict:
+    """The base config with top-level keys replaced and ``section__key`` entries set inside sections."""
+    cfg = copy.deepcopy(BASE)
+    for key, value in overrides.items():
+        if "__" in key:
+            section, sub = key.split("__", 1)
+            cfg[section][sub] = value
+        else:
+            cfg[key] = value
+    return cfg
+
+
+@pytest.fixture
+def shared_data() -> Path:
+    if not SHARED_DATA.is_dir():
+        pytest.skip("../shared/data is not available")
+    return SHARED_DATA
