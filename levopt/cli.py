@@ -59,6 +59,32 @@ def evaluate(
         sys.stdout.write(json.dumps({"metrics": result["metrics"], "stderr": result["stderr"]}, indent=2) + "\n")
 
 
+@app.command()
+def run(
+    config: ConfigArg,
+    out: Annotated[Path, typer.Option(help="Run directory (results.json, plots, report).")] = Path("runs/latest"),
+    set_: SetOpt = None,
+) -> None:
+    """Optimize the config's policy under its objective and constraints, then test it out of sample."""
+    from levopt.config import load_config
+    from levopt.io import write_json
+    from levopt.runner import run as run_optimize
+
+    cfg = load_config(config, set_ or [])
+    with console.status(f"optimizing {config.name} ({(cfg.optimizer or {}).get('method', 'optax')})"):
+        result = run_optimize(cfg)
+    write_json(out / "results.json", result)
+    console.print(f"policy: {result['policy']}")
+    oos = result["out_of_sample"]
+    console.print(metrics_table(f"out of sample: {cfg.paths} fresh paths", oos["metrics"], oos["stderr"]))
+    for c in result["constraints"]:
+        mark = "[green]ok[/]" if c["satisfied"] else "[red]violated[/]"
+        console.print(f"constraint {c['metric']} {c['sense']} {c['limit']:g}: {c['value']:.6g} {mark}")
+    opt = result["optimizer"]
+    console.print(f"{opt['method']}: {opt['iterations']} iterations, converged={opt['converged']}, {opt['wall_s']:.1f} s")
+    console.print(f"wrote {out / 'results.json'}")
+
+
 @app.callback()
 def _root() -> None:
     """Leverage optimization for crypto derivatives by simulation and optimization."""

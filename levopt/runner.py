@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import time
 from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
@@ -13,7 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from levopt.config import Config, load_config
-from levopt.engine import Market, Outcome, simulate_outcome, simulate_returns
+from levopt.engine import Market, Outcome, draw_noise, simulate_outcome, simulate_returns
 from levopt.objectives import Context, evaluate_metrics
 from levopt.paths import MODELS, PathModel
 from levopt.policies import POLICIES, Bounds, Policy
@@ -42,13 +43,18 @@ class Problem:
     def key(self, stream: int) -> jax.Array:
         return jax.random.fold_in(jax.random.PRNGKey(self.cfg.seed), stream)
 
-    def simulate(self, key: jax.Array, policy: Policy | None = None, paths: int | None = None) -> Outcome:
+    def simulate(
+        self, key: jax.Array, policy: Policy | None = None, paths: int | None = None, noise: Any = None
+    ) -> Outcome:
         cfg = self.cfg
         return simulate_outcome(
             key, self.model, self.policy if policy is None else policy, self.market,
             paths=paths or cfg.paths, steps=cfg.steps, dt=cfg.dt, dtype=self.dtype,
-            ruin_floor=cfg.ruin_floor, chunk_size=cfg.chunk_size, n_draws=self.n_draws,
+            ruin_floor=cfg.ruin_floor, chunk_size=cfg.chunk_size, n_draws=self.n_draws, noise=noise,
         )
+
+    def draw_noise(self, key: jax.Array, paths: int) -> Any:
+        return draw_noise(key, self.model, paths=paths, steps=self.cfg.steps, dtype=self.dtype, n_draws=self.n_draws)
 
 
 def build(config: Config | dict | str | Path) -> Problem:
@@ -62,9 +68,12 @@ def build(config: Config | dict | str | Path) -> Problem:
         model, n_draws, calibration = model_from_calibration(cfg, dtype)
     else:
         model_cls = MODELS.get(cfg.model["kind"], "model.kind")
-        model = model_cls.from_config(cfg.model_config_typed(), cfg.dt, dtype)
+        extra = {"base_dir": Path(cfg._base_dir)} if "base_dir" in inspect.signature(model_cls.from_config).parameters else {}
+        model = model_cls.from_config(cfg.model_config_typed(), cfg.dt, dtype, **extra)
     policy_cls = POLICIES.get(cfg.policy["kind"], "policy.kind")
-    policy, free = policy_cls.from_config(cfg.policy_config_typed(), model.n_assets, cfg.steps, cfg.dt, dtype)
+    policy, free = policy_cls.from_config(
+        cfg.policy_config_typed(), model.n_assets, cfg.steps, cfg.dt, dtype, market=cfg.market
+    )
     market = Market.from_config(cfg.market, dtype)
     return Problem(cfg, model, policy, free, market, dtype, n_draws, calibration)
 
@@ -124,3 +133,76 @@ def simulate(config: Config | dict | str | Path) -> np.ndarray:
     )
     x = np.asarray(x)
     return x[..., 0] if x.shape[-1] == 1 else x
+
+
+def _report_params(problem: Problem, params: dict[str, np.ndarray]) -> dict[str, Any]:
+    """Optimized parameters under the config's own names (``leverage`` for one asset)."""
+    spec = problem.cfg.policy
+    out: dict[str, Any] = {}
+    for name, value in params.items():
+        value = np.asarray(value, float)
+        if name == "weights" and "leverage" in spec:
+            out["leverage"] = value.reshape(-1).tolist() if value.size > 1 else float(value.reshape(-1)[0])
+        else:
+            out[name] = value.tolist()
+    return out
+
+
+def _metric_report(problem: Problem, outcome: Outcome, extra: dict[str, tuple[str, dict[str, Any]]]) -> dict[str, Any]:
+    specs = problem.cfg.metric_specs() | extra
+    metrics, stderr = evaluate_metrics(outcome, problem.ctx, specs)
+    return {"metrics": metrics, "stderr": stderr}
+
+
+def run(config: Config | dict | str | Path) -> dict[str, Any]:
+    """Optimize the config's policy (``objective`` + ``optimizer``) and evaluate it out of sample.
+
+    Returns:
+        ``{"policy", "in_sample", "out_of_sample", "constraints", "optimizer", "config", "seed",
+        "versions"}`` — what ``levopt run`` writes to ``results.json``.
+    """
+    from levopt.optimize import optimize_policy
+    from levopt.optimize.spec import PARAMETER_CONSTRAINTS, parse_objective
+
+    t0 = time.perf_counter()
+    problem = build(config)
+    cfg = problem.cfg
+    objective = parse_objective(cfg.objective)
+    found = optimize_policy(problem, objective)
+    policy = found.policy
+    labelled = {c.label(): (c.metric, c.options) for c in objective.constraints if c.metric not in PARAMETER_CONSTRAINTS}
+    labelled[objective.goal.label()] = (objective.goal.metric, objective.goal.options)
+    oos_outcome = jax.block_until_ready(
+        jax.jit(lambda k: problem.simulate(k, policy=policy))(problem.key(STREAM_OUT_OF_SAMPLE))
+    )
+    out_of_sample = _metric_report(problem, oos_outcome, labelled)
+    constraints = []
+    for c in objective.constraints:
+        label = c.label()
+        if c.metric in PARAMETER_CONSTRAINTS:
+            value = float(np.max(np.sum(np.abs(np.atleast_2d(np.asarray(policy.weights))), axis=-1)))
+            se = 0.0
+        else:
+            value, se = out_of_sample["metrics"][label], out_of_sample["stderr"][label]
+        violation = c.violation(value)
+        constraints.append(
+            {
+                "metric": label, "sense": c.sense, "limit": c.limit, "value": value, "stderr": se,
+                "in_sample": found.in_sample["metrics"].get(label, value),
+                # Holds out of sample up to Monte Carlo error (two standard errors).
+                "satisfied": bool(violation <= 2 * (se if se == se else 0.0)),
+                "strictly_satisfied": bool(violation <= 0),
+            }
+        )
+    return {
+        "policy": _report_params(problem, found.params),
+        "in_sample": found.in_sample,
+        "out_of_sample": out_of_sample,
+        "constraints": constraints,
+        "optimizer": found.optimizer | {"wall_s": found.optimizer.get("wall_s", time.perf_counter() - t0)},
+        "config": cfg.resolved(),
+        "seed": cfg.seed,
+        "versions": versions(),
+        "timings": {"total_s": time.perf_counter() - t0},
+        **({"calibration": problem.calibration} if problem.calibration is not None else {}),
+    }

@@ -1,6 +1,14 @@
 """The margin engine and the venue rules it applies."""
 
 from levopt.engine.market import Market, MarketConfig
-from levopt.engine.simulate import BLOCK, Outcome, Trajectory, simulate_chunk, simulate_outcome, simulate_returns
+from levopt.engine.simulate import (
+    BLOCK,
+    Outcome,
+    Trajectory,
+    draw_noise,
+    simulate_chunk,
+    simulate_outcome,
+    simulate_returns,
+)
 
-__all__ = ["BLOCK", "Market", "MarketConfig", "Outcome", "Trajectory", "simulate_chunk", "simulate_outcome", "simulate_returns"]
+__all__ = ["BLOCK", "draw_noise", "Market", "MarketConfig", "Outcome", "Trajectory", "simulate_chunk", "simulate_outcome", "simulate_returns"]

@@ -195,10 +195,10 @@ def _open_path(
     """State of one path after the opening trade at t = 0."""
     n_assets = model.n_assets
     model_state = model.init(dtype)
-    policy_state = policy.init(n_assets, dtype)
+    vol, mu = model.current_vol(model_state, dt), model.mean_return()
+    policy_state = policy.init(n_assets, dtype, vol, mu)
     one = jnp.ones((), dtype)
-    vol = model.current_vol(model_state, dt)
-    target = policy.target(policy_state, jnp.zeros((), jnp.int32), one, vol, model.mean_return())
+    target = policy.target(policy_state, jnp.zeros((), jnp.int32), one, vol, mu)
     n0 = jnp.broadcast_to(target, (n_assets,)).astype(dtype)
     w0 = one - trading_cost(n0, market.trading_cost_rate)
     gross = jnp.sum(jnp.abs(n0))
@@ -259,8 +259,13 @@ def simulate_chunk(
     ruin_floor: float,
     n_draws: int | None = None,
     record: bool = False,
+    noise: Any = None,
 ) -> tuple[Outcome, Trajectory | None]:
-    """Simulate ``n_blocks * BLOCK`` consecutive paths starting at block ``first_block``."""
+    """Simulate ``n_blocks * BLOCK`` consecutive paths starting at block ``first_block``.
+
+    ``noise``, if given, is the pre-drawn output of :func:`draw_noise` for these paths (leading
+    axes ``(steps, n_blocks * BLOCK)``): the search of an optimizer reuses it at every iteration.
+    """
     n = n_blocks * BLOCK
     block_ids = first_block + jnp.arange(n_blocks)
     path_model = _path_params(model, first_block * BLOCK, n, n_draws)
@@ -276,15 +281,17 @@ def simulate_chunk(
     )
 
     @jax.checkpoint
-    def body(carry: _Carry, t: Array):
-        new = step_all(carry, _block_noise(key, t, block_ids, block_model, batched, dtype), t, path_model)
+    def body(carry: _Carry, inputs: Any):
+        t, z = inputs
+        z = _block_noise(key, t, block_ids, block_model, batched, dtype) if z is None else z
+        new = step_all(carry, z, t, path_model)
         rec = None
         if record:
             lev = jnp.sum(jnp.abs(new.notional), axis=-1) / jnp.maximum(new.wealth, jnp.finfo(dtype).tiny)
             rec = Trajectory(new.wealth, lev)
         return new, rec
 
-    final, traj = jax.lax.scan(body, carry0, jnp.arange(steps, dtype=jnp.int32))
+    final, traj = jax.lax.scan(body, carry0, (jnp.arange(steps, dtype=jnp.int32), noise))
     outcome = Outcome(
         wealth=final.wealth,
         liquidated=final.liq_step > 0,
@@ -318,6 +325,7 @@ def simulate_outcome(
     ruin_floor: float,
     chunk_size: int | None = 32768,
     n_draws: int | None = None,
+    noise: Any = None,
 ) -> Outcome:
     """Per-path outcomes of ``paths`` simulated accounts, processed in chunks of bounded memory.
 
@@ -331,16 +339,17 @@ def simulate_outcome(
         policy, market: the leverage policy and the venue's rules.
         paths, steps, dt: number of paths, of steps and step length in years.
         chunk_size: paths per chunk (rounded to whole blocks of ``BLOCK``).
+        noise: pre-drawn noise from :func:`draw_noise` (then all paths form one chunk).
 
     Returns:
         An :class:`Outcome` with arrays of length ``paths``.
     """
-    per_chunk, n_chunks = plan_chunks(paths, chunk_size)
+    per_chunk, n_chunks = plan_chunks(paths, None if noise is not None else chunk_size)
 
     def one_chunk(c: Array) -> Outcome:
         outcome, _ = simulate_chunk(
             key, c * per_chunk, model, policy, market, n_blocks=per_chunk, steps=steps, dt=dt,
-            dtype=dtype, ruin_floor=ruin_floor, n_draws=n_draws,
+            dtype=dtype, ruin_floor=ruin_floor, n_draws=n_draws, noise=noise,
         )
         return outcome
 
@@ -350,6 +359,18 @@ def simulate_outcome(
         out = jax.lax.map(jax.checkpoint(one_chunk), jnp.arange(n_chunks, dtype=jnp.int32))
         out = jax.tree.map(lambda a: a.reshape((-1,) + a.shape[2:]), out)
     return jax.tree.map(lambda a: a[:paths], out)
+
+
+def draw_noise(key: Array, model: PathModel, *, paths: int, steps: int, dtype: Any, n_draws: int | None = None) -> Any:
+    """All the noise of ``paths`` paths (rounded up to whole blocks), leading axes ``(steps, paths)``."""
+    n_blocks = math.ceil(paths / BLOCK)
+    path_model = _path_params(model, jnp.zeros((), jnp.int32), n_blocks * BLOCK, n_draws)
+    block_model = _per_block(path_model, n_blocks, n_draws is not None)
+    block_ids = jnp.arange(n_blocks)
+    return jax.lax.map(
+        lambda t: _block_noise(key, t, block_ids, block_model, n_draws is not None, dtype),
+        jnp.arange(steps, dtype=jnp.int32),
+    )
 
 
 def simulate_returns(

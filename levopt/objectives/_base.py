@@ -114,5 +114,6 @@ def evaluate_metrics(
         return values, errors
 
     values, errors = compute(outcome)
-    return {k: float(v) for k, v in values.items()}, {k: float(v) for k, v in errors.items()}
+    # jit returns dicts with sorted keys: restore the order of the specs.
+    return {k: float(values[k]) for k in specs}, {k: float(errors[k]) for k in specs}
 

@@ -2,5 +2,10 @@
 
 from levopt.policies._base import POLICIES, Bounds, FreeParam, Policy, PolicyConfig, register_policy
 from levopt.policies.constant import Constant
+from levopt.policies.dynamic import Cppi, FractionalKelly, VolTarget
+from levopt.policies.schedule import Schedule
 
-__all__ = ["POLICIES", "Bounds", "Constant", "FreeParam", "Policy", "PolicyConfig", "register_policy"]
+__all__ = [
+    "POLICIES", "Bounds", "Constant", "Cppi", "FractionalKelly", "FreeParam", "Policy", "PolicyConfig",
+    "Schedule", "VolTarget", "register_policy",
+]

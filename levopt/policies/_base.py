@@ -25,12 +25,12 @@ class FreeParam(BaseModel):
     """A parameter left to the optimizer: start at ``init``, stay within ``[min, max]``."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
-    init: float | list[float]
-    min: float | list[float] | None = None
-    max: float | list[float] | None = None
+    init: float | list[float] | list[list[float]]
+    min: float | list[float] | list[list[float]] | None = None
+    max: float | list[float] | list[list[float]] | None = None
 
 
-Param = float | list[float] | FreeParam
+Param = float | list[float] | list[list[float]] | FreeParam
 
 
 @dataclass(frozen=True)
@@ -90,12 +90,17 @@ class Policy(eqx.Module):
 
     @classmethod
     def from_config(
-        cls, cfg: PolicyConfig, n_assets: int, steps: int, dt: float, dtype: Any
+        cls, cfg: PolicyConfig, n_assets: int, steps: int, dt: float, dtype: Any, **context: Any
     ) -> tuple[Policy, dict[str, Bounds]]:
-        """Build the policy and the bounds of its free parameters (by field name)."""
+        """Build the policy and the bounds of its free parameters (by field name).
+
+        ``context`` may hold ``market`` (the :class:`~levopt.engine.MarketConfig`), for policies
+        that need the financing rate.
+        """
         raise NotImplementedError
 
-    def init(self, n_assets: int, dtype: Any) -> PolicyState:
+    def init(self, n_assets: int, dtype: Any, model_vol: Array, model_mu: Array) -> PolicyState:
+        """State at t = 0; estimators start from the model's ``(n_assets,)`` volatility and drift."""
         return ()
 
     def observe(self, state: PolicyState, log_return: Array, equity: Array) -> PolicyState:

@@ -56,7 +56,7 @@ class Constant(Policy):
     weights: Array
 
     @classmethod
-    def from_config(cls, cfg: ConstantConfig, n_assets: int, steps: int, dt: float, dtype: Any):
+    def from_config(cls, cfg: ConstantConfig, n_assets: int, steps: int, dt: float, dtype: Any, **_: Any):
         name = "weights" if cfg.weights is not None else "leverage"
         spec = cfg.weights if cfg.weights is not None else cfg.leverage
         if name == "leverage" and n_assets != 1:

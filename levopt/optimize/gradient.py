@@ -1,0 +1,240 @@
+r"""Gradient layer: optimize policy parameters by differentiating through the simulation.
+
+Constrained problems  max_theta f(theta)  s.t.  g_i(theta) <= 0,  h_j(theta) = 0  are solved by the
+augmented Lagrangian method (Hestenes 1969; Powell 1969; Nocedal & Wright 2006, §17.4): Adam steps
+on
+
+    L(theta) = -f + sum_i (rho/2) [max(0, lambda_i/rho + g_i)^2 - (lambda_i/rho)^2]
+                  + sum_j (mu_j h_j + (rho/2) h_j^2),
+
+with the multipliers updated every ``inner_steps`` (lambda <- max(0, lambda + rho g)) and rho doubled
+while the violation does not shrink. Box bounds are enforced by reparameterization (a scaled sigmoid,
+or softplus for one-sided bounds). The paths are fixed during the search (common random numbers),
+so the objective is a deterministic smooth function of theta. Constraint values are scaled by their
+limits so that one tolerance fits all.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from levopt.errors import InfeasibleError, SolverError
+from levopt.objectives import get_metric
+from levopt.optimize.spec import PARAMETER_CONSTRAINTS, Constraint, MetricRef, ObjectiveConfig, OptaxConfig
+from levopt.policies import Bounds, Policy
+
+EPS = 1e-6
+
+
+def to_unconstrained(value: np.ndarray, bounds: Bounds) -> np.ndarray:
+    lo, hi = bounds.lower, bounds.upper
+    both, lower, upper = np.isfinite(lo) & np.isfinite(hi), np.isfinite(lo), np.isfinite(hi)
+    with np.errstate(all="ignore"):
+        frac = np.clip((value - lo) / (hi - lo), EPS, 1 - EPS)
+        from_lo = np.log(np.expm1(np.maximum(value - lo, EPS)))
+        from_hi = np.log(np.expm1(np.maximum(hi - value, EPS)))
+        return np.where(both, np.log(frac / (1 - frac)), np.where(lower, from_lo, np.where(upper, from_hi, value)))
+
+
+def from_unconstrained(theta: jax.Array, bounds: Bounds) -> jax.Array:
+    lo, hi = jnp.asarray(bounds.lower, theta.dtype), jnp.asarray(bounds.upper, theta.dtype)
+    both, lower, upper = jnp.isfinite(lo) & jnp.isfinite(hi), jnp.isfinite(lo), jnp.isfinite(hi)
+    safe_lo, safe_hi = jnp.where(lower, lo, 0.0), jnp.where(upper, hi, 0.0)
+    boxed = safe_lo + (safe_hi - safe_lo) * jax.nn.sigmoid(theta)
+    return jnp.where(both, boxed, jnp.where(lower, safe_lo + jax.nn.softplus(theta), jnp.where(upper, safe_hi - jax.nn.softplus(theta), theta)))
+
+
+def set_params(policy: Policy, values: dict[str, jax.Array]) -> Policy:
+    names = list(values)
+    return eqx.tree_at(lambda p: [getattr(p, n) for n in names], policy, [values[n] for n in names])
+
+
+@dataclass
+class GradientResult:
+    params: dict[str, np.ndarray]
+    policy: Policy
+    iterations: int
+    converged: bool
+    wall_s: float
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class _Terms:
+    """What the search evaluates: the goal and the constraints as (metric, options) pairs."""
+
+    goal: MetricRef
+    sign: float
+    outcome_constraints: list[Constraint]
+    gross_limits: list[Constraint]
+    budget: float | None
+
+
+def _terms(objective: ObjectiveConfig, budget: float | None) -> _Terms:
+    outcome = [c for c in objective.constraints if c.metric not in PARAMETER_CONSTRAINTS]
+    gross = [c for c in objective.constraints if c.metric == "gross_leverage"]
+    return _Terms(objective.goal, objective.sign, outcome, gross, budget)
+
+
+def _scale(c: Constraint) -> float:
+    return max(abs(c.limit), 1e-3)
+
+
+def optimize_gradient(
+    problem: Any, objective: ObjectiveConfig, opt: OptaxConfig, budget: float | None = None,
+    key: jax.Array | None = None,
+) -> GradientResult:
+    """Maximize (or minimize) the objective over the policy's free parameters.
+
+    Args:
+        problem: a :class:`levopt.runner.Problem` whose policy has free parameters.
+        objective: goal and constraints. ``gross_leverage`` constraints bound sum |w| of the weights.
+        opt: search settings. ``budget`` fixes sum w (an equality constraint).
+        key: PRNG key of the search paths (common random numbers).
+
+    Returns:
+        The optimized parameters, the policy, iterations, convergence flag and the history.
+
+    Raises:
+        SolverError: a non-finite gradient (naming the step and parameter).
+        InfeasibleError: a constraint cannot be met; the message gives the best achievable value.
+    """
+    if not problem.free:
+        raise SolverError("the policy has no free parameters: write one as {init, min, max} to optimize it")
+    t0 = time.perf_counter()
+    terms = _terms(objective, budget)
+    cfg = problem.cfg
+    paths = opt.paths or min(cfg.paths, 20_000)
+    key = problem.key(0) if key is None else key
+    names = list(problem.free)
+    init = {n: np.asarray(getattr(problem.policy, n), float) for n in names}
+    theta0 = {n: jnp.asarray(to_unconstrained(init[n], problem.free[n]), problem.dtype) for n in names}
+    goal = get_metric(terms.goal.metric)
+    cons_metrics = [get_metric(c.metric) for c in terms.outcome_constraints]
+    scales = jnp.asarray([_scale(c) for c in terms.outcome_constraints + terms.gross_limits], problem.dtype)
+    signs = jnp.asarray(
+        [1.0 if c.sense == "max" else -1.0 for c in terms.outcome_constraints + terms.gross_limits], problem.dtype
+    )
+    limits = jnp.asarray([c.limit for c in terms.outcome_constraints + terms.gross_limits], problem.dtype)
+
+    # Common random numbers: the search's noise is drawn once and reused at every step.
+    noise = jax.jit(lambda k: problem.draw_noise(k, paths))(key)
+
+    def policy_of(theta):
+        return set_params(problem.policy, {n: from_unconstrained(theta[n], problem.free[n]) for n in names})
+
+    def evaluate(theta, noise):
+        policy = policy_of(theta)
+        outcome = problem.simulate(key, policy=policy, paths=paths, noise=noise)
+        f = goal.value(outcome, problem.ctx, **terms.goal.options)
+        values = [m.value(outcome, problem.ctx, **c.options) for m, c in zip(cons_metrics, terms.outcome_constraints, strict=True)]
+        weights = policy.weights if hasattr(policy, "weights") else None
+        for _ in terms.gross_limits:
+            values.append(jnp.max(jnp.sum(jnp.abs(jnp.atleast_2d(weights)), axis=-1)))
+        eq = jnp.sum(weights) - terms.budget if terms.budget is not None else jnp.zeros((), problem.dtype)
+        g = signs * (jnp.stack(values) - limits) / scales if values else jnp.zeros((0,), problem.dtype)
+        return f, (jnp.stack(values) if values else g), g, eq
+
+    def lagrangian(theta, lam, mu, rho, noise):
+        f, values, g, eq = evaluate(theta, noise)
+        shifted = jnp.maximum(0.0, lam / rho + g)
+        penalty = jnp.sum(rho / 2 * (shifted**2 - (lam / rho) ** 2)) + mu * eq + rho / 2 * eq**2
+        return -terms.sign * f + penalty, (f, values, g, eq)
+
+    # A cosine-decayed step lets Adam settle instead of orbiting the optimum at the initial rate.
+    tx = optax.adam(optax.cosine_decay_schedule(opt.learning_rate, opt.steps, alpha=0.01))
+
+    @jax.jit
+    def step(theta, opt_state, lam, mu, rho, noise):
+        (loss, aux), grads = jax.value_and_grad(lagrangian, has_aux=True)(theta, lam, mu, rho, noise)
+        updates, opt_state = tx.update(grads, opt_state, theta)
+        return optax.apply_updates(theta, updates), opt_state, loss, aux, grads
+
+    n_cons = len(terms.outcome_constraints) + len(terms.gross_limits)
+    lam = jnp.zeros((n_cons,), problem.dtype)
+    mu = jnp.zeros((), problem.dtype)
+    rho = jnp.asarray(opt.penalty, problem.dtype)
+    theta, opt_state = theta0, tx.init(theta0)
+    labels = [c.label() for c in terms.outcome_constraints + terms.gross_limits]
+    history: list[dict[str, Any]] = []
+    converged, last_block_params, last_violation = False, None, np.inf
+    it = 0
+    for it in range(1, opt.steps + 1):
+        new_theta, opt_state, loss, (f, values, g, eq), grads = step(theta, opt_state, lam, mu, rho, noise)
+        _check_finite(grads, loss, it, names)
+        history.append(
+            {"step": it, "objective": float(f), "lagrangian": float(loss),
+             "constraints": dict(zip(labels, np.asarray(values).tolist(), strict=True)),
+             **({"budget_residual": float(eq)} if terms.budget is not None else {})}
+        )
+        if it % opt.inner_steps == 0:
+            g_np = np.asarray(g)
+            violation = max(float(np.max(g_np, initial=0.0)), abs(float(eq)))
+            lam = jnp.maximum(0.0, lam + rho * g)
+            mu = mu + rho * eq
+            if violation > 0.25 * last_violation and violation > opt.feasibility_tol:
+                rho = jnp.minimum(rho * 2.0, 1e4)
+            last_violation = violation
+            params_now = {n: np.asarray(from_unconstrained(new_theta[n], problem.free[n])) for n in names}
+            if (
+                last_block_params is not None
+                and all(
+                    np.max(np.abs(params_now[n] - last_block_params[n]) / np.maximum(1.0, np.abs(params_now[n]))) <= opt.tol
+                    for n in names
+                )
+                and violation <= opt.feasibility_tol
+            ):
+                theta = new_theta
+                converged = True
+                break
+            last_block_params = params_now
+        theta = new_theta
+
+    policy = policy_of(theta)
+    params = {n: np.asarray(getattr(policy, n)) for n in names}
+    result = GradientResult(params, policy, it, converged, time.perf_counter() - t0, history)
+    _check_feasible(problem, terms, opt, result, key, paths)
+    return result
+
+
+def _check_finite(grads: dict[str, jax.Array], loss: jax.Array, step: int, names: list[str]) -> None:
+    if not np.isfinite(float(loss)):
+        raise SolverError(f"the objective became {float(loss)} at step {step}; check the model and the bounds")
+    for name in names:
+        g = np.asarray(grads[name])
+        if not np.all(np.isfinite(g)):
+            idx = np.argwhere(~np.isfinite(g))[0].tolist()
+            raise SolverError(
+                f"non-finite gradient at step {step} in parameter {name}{idx if g.ndim else ''}: "
+                "tighten its bounds or lower optimizer.learning_rate"
+            )
+
+
+def _check_feasible(problem: Any, terms: _Terms, opt: OptaxConfig, result: GradientResult, key: jax.Array, paths: int) -> None:
+    """Raise InfeasibleError when a violated constraint cannot be met at all by the policy."""
+    last = result.history[-1]["constraints"] if result.history else {}
+    for c in terms.outcome_constraints:
+        value = last.get(c.label())
+        if value is None or c.violation(value) <= opt.feasibility_tol * _scale(c):
+            continue
+        alone = ObjectiveConfig.model_validate(
+            {("minimize" if c.sense == "max" else "maximize"): {"metric": c.metric, **c.options}}
+        )
+        best = optimize_gradient(
+            problem, alone, opt.model_copy(update={"steps": min(opt.steps, 300)}), key=key
+        ) if terms.outcome_constraints else None
+        best_value = best.history[-1]["objective"] if best and best.history else value
+        if c.violation(best_value) > opt.feasibility_tol * _scale(c):
+            raise InfeasibleError(
+                f"constraint {c.label()} {c.sense} {c.limit:g} cannot be met: the best achievable value is "
+                f"{best_value:.6g} (optimizing it alone over the policy's free parameters); "
+                f"{'raise' if c.sense == 'max' else 'lower'} the limit or widen the parameter bounds"
+            )
