@@ -11,7 +11,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from levopt.errors import LevoptError
+from levopt.errors import ConfigError, LevoptError
 
 app = typer.Typer(
     name="levopt",
@@ -64,14 +64,38 @@ def run(
     config: ConfigArg,
     out: Annotated[Path, typer.Option(help="Run directory (results.json, plots, report).")] = Path("runs/latest"),
     set_: SetOpt = None,
+    resume: Annotated[bool, typer.Option(help="Sweeps: skip the points already finished in --out.")] = False,
+    executor: Annotated[str, typer.Option(help="Sweeps: local (in-process, all JAX devices) or ray.")] = "local",
+    address: Annotated[Optional[str], typer.Option(help="Ray cluster address (host:port) for --executor ray.")] = None,  # noqa: UP045
+    limit: Annotated[Optional[int], typer.Option(help="Sweeps: compute at most this many new points.")] = None,  # noqa: UP045
+    report: Annotated[bool, typer.Option(help="Write plots and report.html into --out.")] = True,
 ) -> None:
-    """Optimize the config's policy under its objective and constraints, then test it out of sample."""
+    """Optimize the config's policy (or run its sweep), test it out of sample, write results and a report."""
     from levopt.config import load_config
-    from levopt.io import write_json
-    from levopt.runner import run as run_optimize
 
     cfg = load_config(config, set_ or [])
-    with console.status(f"optimizing {config.name} ({(cfg.optimizer or {}).get('method', 'optax')})"):
+    if cfg.sweep is not None:
+        _run_sweep(cfg, out, resume, executor, address, limit)
+    else:
+        if executor != "local" or address is not None or resume or limit is not None:
+            raise ConfigError("--executor", "--executor, --address, --resume and --limit apply to configs with a sweep block")
+        _run_single(cfg, config.name, out)
+    if report:
+        _write_report(out)
+
+
+def _run_single(cfg, name: str, out: Path) -> None:
+    from levopt.io import write_json
+    from levopt.runner import evaluate as run_evaluate
+    from levopt.runner import run as run_optimize
+
+    if cfg.objective is None:
+        with console.status(f"evaluating {name}"):
+            result = run_evaluate(cfg)
+        write_json(out / "results.json", result)
+        console.print(metrics_table(f"{name}: {cfg.paths} paths", result["metrics"], result["stderr"]))
+        return
+    with console.status(f"optimizing {name} ({(cfg.optimizer or {}).get('method', 'optax')})"):
         result = run_optimize(cfg)
     write_json(out / "results.json", result)
     console.print(f"policy: {result['policy']}")
@@ -83,6 +107,43 @@ def run(
     opt = result["optimizer"]
     console.print(f"{opt['method']}: {opt['iterations']} iterations, converged={opt['converged']}, {opt['wall_s']:.1f} s")
     console.print(f"wrote {out / 'results.json'}")
+
+
+def _run_sweep(cfg, out: Path, resume: bool, executor: str, address: str | None, limit: int | None) -> None:
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    from levopt.sweep import SweepRunner
+
+    runner = SweepRunner(cfg, out, resume=resume, executor=executor, address=address, limit=limit)
+    done_before = len(runner.finished())
+    columns = (TextColumn("sweep"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn())
+    with Progress(*columns, console=console, transient=False) as bar:
+        task = bar.add_task("points", total=None)
+        try:
+            frame = runner.run(lambda done, total: bar.update(task, completed=done, total=total))
+        except KeyboardInterrupt:
+            console.print(f"interrupted: {runner.computed} new point(s) saved in {out}; continue with --resume")
+            raise typer.Exit(130) from None
+    console.print(
+        f"{len(frame)} of {len(runner.points)} points finished ({done_before} resumed, {runner.computed} computed); "
+        f"wrote {out / 'results.parquet'}"
+    )
+
+
+def _write_report(out: Path) -> None:
+    try:
+        from levopt.report import make_report
+    except ImportError:
+        return
+    path = make_report(out)
+    console.print(f"report: {path}")
 
 
 @app.callback()

@@ -194,6 +194,9 @@ def run(config: Config | dict | str | Path) -> dict[str, Any]:
                 "strictly_satisfied": bool(violation <= 0),
             }
         )
+    from levopt.profiles import leverage_profile, trajectory_quantiles
+
+    profile_key = problem.key(STREAM_OUT_OF_SAMPLE)
     return {
         "policy": _report_params(problem, found.params),
         "in_sample": found.in_sample,
@@ -203,6 +206,8 @@ def run(config: Config | dict | str | Path) -> dict[str, Any]:
         "config": cfg.resolved(),
         "seed": cfg.seed,
         "versions": versions(),
+        "trajectories": trajectory_quantiles(problem, policy, profile_key),
+        "leverage_profile": leverage_profile(problem, policy, profile_key),
         "timings": {"total_s": time.perf_counter() - t0},
         **({"calibration": problem.calibration} if problem.calibration is not None else {}),
     }

@@ -1,7 +1,16 @@
 """Metrics and differentiable objectives of simulated outcomes, in the :data:`METRICS` registry."""
 
 from levopt.objectives import metrics
-from levopt.objectives._base import METRICS, RUIN_FLOOR, Context, Metric, evaluate_metrics, get_metric, objective
+from levopt.objectives._base import (
+    METRICS,
+    RUIN_FLOOR,
+    Context,
+    Metric,
+    evaluate_metrics,
+    get_metric,
+    metric_arrays,
+    objective,
+)
 
 DEFAULT_METRICS = (
     "log_growth",
@@ -13,4 +22,4 @@ DEFAULT_METRICS = (
     "max_drawdown",
 )
 
-__all__ = ["DEFAULT_METRICS", "METRICS", "RUIN_FLOOR", "Context", "Metric", "evaluate_metrics", "get_metric", "metrics", "objective"]
+__all__ = ["DEFAULT_METRICS", "METRICS", "RUIN_FLOOR", "Context", "Metric", "evaluate_metrics", "get_metric", "metric_arrays", "metrics", "objective"]

@@ -101,19 +101,19 @@ def get_metric(name: str, field: str = "metric") -> Metric:
     raise ConfigError(field, f"{name!r} is not a metric function")
 
 
+def metric_arrays(
+    outcome: Outcome, ctx: Context, specs: dict[str, tuple[str, dict[str, Any]]]
+) -> tuple[dict[str, Array], dict[str, Array]]:
+    """Traceable values and standard errors of several metrics (``specs``: label -> (metric, options))."""
+    metrics = {label: (get_metric(name), options) for label, (name, options) in specs.items()}
+    values = {label: m.value(outcome, ctx, **opts) for label, (m, opts) in metrics.items()}
+    errors = {label: m.stderr(outcome, ctx, **opts) for label, (m, opts) in metrics.items()}
+    return values, errors
+
+
 def evaluate_metrics(
     outcome: Outcome, ctx: Context, specs: dict[str, tuple[str, dict[str, Any]]]
 ) -> tuple[dict[str, float], dict[str, float]]:
-    """Values and standard errors of several metrics: ``specs`` maps a label to (metric, options)."""
-    metrics = {label: (get_metric(name), options) for label, (name, options) in specs.items()}
-
-    @jax.jit
-    def compute(o: Outcome) -> tuple[dict[str, Array], dict[str, Array]]:
-        values = {label: m.value(o, ctx, **opts) for label, (m, opts) in metrics.items()}
-        errors = {label: m.stderr(o, ctx, **opts) for label, (m, opts) in metrics.items()}
-        return values, errors
-
-    values, errors = compute(outcome)
-    # jit returns dicts with sorted keys: restore the order of the specs.
+    """Values and standard errors of several metrics as floats, in the order of ``specs``."""
+    values, errors = jax.jit(lambda o: metric_arrays(o, ctx, specs))(outcome)
     return {k: float(values[k]) for k in specs}, {k: float(errors[k]) for k in specs}
-

@@ -7,8 +7,8 @@ on
     L(theta) = -f + sum_i (rho/2) [max(0, lambda_i/rho + g_i)^2 - (lambda_i/rho)^2]
                   + sum_j (mu_j h_j + (rho/2) h_j^2),
 
-with the multipliers updated every ``inner_steps`` (lambda <- max(0, lambda + rho g)) and rho doubled
-while the violation does not shrink. Box bounds are enforced by reparameterization (a scaled sigmoid,
+with the multipliers updated after each block of ``inner_steps`` (lambda <- max(0, lambda + rho g))
+and rho raised while the violation does not shrink fast enough. Box bounds are enforced by reparameterization (a scaled sigmoid,
 or softplus for one-sided bounds). The paths are fixed during the search (common random numbers),
 so the objective is a deterministic smooth function of theta. Constraint values are scaled by their
 limits so that one tolerance fits all.
@@ -149,54 +149,61 @@ def optimize_gradient(
         penalty = jnp.sum(rho / 2 * (shifted**2 - (lam / rho) ** 2)) + mu * eq + rho / 2 * eq**2
         return -terms.sign * f + penalty, (f, values, g, eq)
 
-    # A cosine-decayed step lets Adam settle instead of orbiting the optimum at the initial rate.
-    tx = optax.adam(optax.cosine_decay_schedule(opt.learning_rate, opt.steps, alpha=0.01))
+    def block(theta, lam, mu, rho, noise):
+        """``inner_steps`` iterations on the augmented Lagrangian for fixed multipliers."""
+        fun = lambda th: lagrangian(th, lam, mu, rho, noise)[0]  # noqa: E731
+        if opt.solver == "lbfgs":
+            tx = optax.lbfgs()
+            value_and_grad = optax.value_and_grad_from_state(fun)
+        else:
+            tx = optax.adam(opt.learning_rate)
+            value_and_grad = lambda th, state: jax.value_and_grad(fun)(th)  # noqa: E731
 
-    @jax.jit
-    def step(theta, opt_state, lam, mu, rho, noise):
-        (loss, aux), grads = jax.value_and_grad(lagrangian, has_aux=True)(theta, lam, mu, rho, noise)
-        updates, opt_state = tx.update(grads, opt_state, theta)
-        return optax.apply_updates(theta, updates), opt_state, loss, aux, grads
+        def one(carry, _):
+            th, state = carry
+            value, grad = value_and_grad(th, state=state)
+            finite = jnp.stack([jnp.all(jnp.isfinite(grad[n])) for n in names])
+            updates, state = tx.update(grad, state, th, value=value, grad=grad, value_fn=fun)
+            return (optax.apply_updates(th, updates), state), (value, finite)
 
+        (theta, _), (values, finite) = jax.lax.scan(one, (theta, tx.init(theta)), length=opt.inner_steps)
+        return theta, values, finite, evaluate(theta, noise)
+
+    block = jax.jit(block)
     n_cons = len(terms.outcome_constraints) + len(terms.gross_limits)
     lam = jnp.zeros((n_cons,), problem.dtype)
     mu = jnp.zeros((), problem.dtype)
     rho = jnp.asarray(opt.penalty, problem.dtype)
-    theta, opt_state = theta0, tx.init(theta0)
+    theta = theta0
     labels = [c.label() for c in terms.outcome_constraints + terms.gross_limits]
     history: list[dict[str, Any]] = []
-    converged, last_block_params, last_violation = False, None, np.inf
+    converged, last_params, last_violation = False, None, np.inf
     it = 0
-    for it in range(1, opt.steps + 1):
-        new_theta, opt_state, loss, (f, values, g, eq), grads = step(theta, opt_state, lam, mu, rho, noise)
-        _check_finite(grads, loss, it, names)
+    while it < opt.steps:
+        new_theta, losses, finite, (f, values, g, eq) = block(theta, lam, mu, rho, noise)
+        _check_finite(np.asarray(losses), np.asarray(finite), it, names)
+        it += opt.inner_steps
+        theta = new_theta
+        g_np = np.asarray(g)
+        violation = max(float(np.max(g_np, initial=0.0)), abs(float(eq)))
         history.append(
-            {"step": it, "objective": float(f), "lagrangian": float(loss),
+            {"step": it, "objective": float(f), "lagrangian": float(losses[-1]), "max_violation": violation,
              "constraints": dict(zip(labels, np.asarray(values).tolist(), strict=True)),
              **({"budget_residual": float(eq)} if terms.budget is not None else {})}
         )
-        if it % opt.inner_steps == 0:
-            g_np = np.asarray(g)
-            violation = max(float(np.max(g_np, initial=0.0)), abs(float(eq)))
-            lam = jnp.maximum(0.0, lam + rho * g)
-            mu = mu + rho * eq
-            if violation > 0.25 * last_violation and violation > opt.feasibility_tol:
-                rho = jnp.minimum(rho * 2.0, 1e4)
-            last_violation = violation
-            params_now = {n: np.asarray(from_unconstrained(new_theta[n], problem.free[n])) for n in names}
-            if (
-                last_block_params is not None
-                and all(
-                    np.max(np.abs(params_now[n] - last_block_params[n]) / np.maximum(1.0, np.abs(params_now[n]))) <= opt.tol
-                    for n in names
-                )
-                and violation <= opt.feasibility_tol
-            ):
-                theta = new_theta
-                converged = True
-                break
-            last_block_params = params_now
-        theta = new_theta
+        lam = jnp.maximum(0.0, lam + rho * g)
+        mu = mu + rho * eq
+        if violation > 0.25 * last_violation and violation > opt.feasibility_tol:
+            rho = jnp.minimum(rho * 4.0, 1e6)
+        last_violation = violation
+        params_now = {n: np.asarray(from_unconstrained(theta[n], problem.free[n])) for n in names}
+        if last_params is not None and violation <= opt.feasibility_tol and all(
+            np.max(np.abs(params_now[n] - last_params[n]) / np.maximum(1.0, np.abs(params_now[n]))) <= opt.tol
+            for n in names
+        ):
+            converged = True
+            break
+        last_params = params_now
 
     policy = policy_of(theta)
     params = {n: np.asarray(getattr(policy, n)) for n in names}
@@ -205,17 +212,18 @@ def optimize_gradient(
     return result
 
 
-def _check_finite(grads: dict[str, jax.Array], loss: jax.Array, step: int, names: list[str]) -> None:
-    if not np.isfinite(float(loss)):
-        raise SolverError(f"the objective became {float(loss)} at step {step}; check the model and the bounds")
-    for name in names:
-        g = np.asarray(grads[name])
-        if not np.all(np.isfinite(g)):
-            idx = np.argwhere(~np.isfinite(g))[0].tolist()
+def _check_finite(losses: np.ndarray, finite: np.ndarray, done: int, names: list[str]) -> None:
+    """Stop at the first step of a block whose objective or gradient was NaN or infinite."""
+    for i in range(losses.shape[0]):
+        step = done + i + 1
+        bad = [n for n, ok in zip(names, finite[i], strict=True) if not ok]
+        if bad:
             raise SolverError(
-                f"non-finite gradient at step {step} in parameter {name}{idx if g.ndim else ''}: "
-                "tighten its bounds or lower optimizer.learning_rate"
+                f"non-finite gradient at step {step} in parameter {bad[0]}: the objective or a constraint "
+                "is not differentiable there; tighten the parameter's bounds or change the metric"
             )
+        if not np.isfinite(losses[i]):
+            raise SolverError(f"the objective became {losses[i]} at step {step}; check the model and the bounds")
 
 
 def _check_feasible(problem: Any, terms: _Terms, opt: OptaxConfig, result: GradientResult, key: jax.Array, paths: int) -> None:

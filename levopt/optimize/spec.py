@@ -83,10 +83,11 @@ class OptaxConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
     method: Literal["optax"] = "optax"
+    solver: Literal["lbfgs", "adam"] = "lbfgs"
     steps: int = Field(500, ge=1, description="maximum gradient steps")
-    learning_rate: float = Field(0.05, gt=0)
+    learning_rate: float = Field(0.05, gt=0, description="Adam's step size (lbfgs uses a line search)")
     paths: int | None = Field(None, gt=0, description="paths of the search (default: min(paths, 20000))")
-    inner_steps: int = Field(25, ge=1, description="steps between multiplier updates")
+    inner_steps: int = Field(20, ge=1, description="steps between multiplier updates")
     penalty: float = Field(10.0, gt=0, description="initial augmented-Lagrangian penalty")
     tol: float = Field(1e-3, gt=0, description="relative parameter change per block that counts as converged")
     feasibility_tol: float = Field(1e-3, gt=0, description="relative constraint violation accepted")

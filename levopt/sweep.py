@@ -1,0 +1,443 @@
+"""Sweeps: a grid (and zips) over config keys, batched, sharded, resumable, optionally on Ray.
+
+A config's ``sweep:`` block maps dotted config keys to lists of values::
+
+    sweep:
+      model.sigma: [0.4, 0.6, 0.8]          # grid keys: every combination
+      market.borrow_rate: [0.0, 0.1, 0.2]
+      zip: {model.mu: [0.1, 0.2], policy.leverage: [2, 3]}   # zipped keys: walked together
+
+Each point is the base config with its values set. Every finished point is written at once to
+``DIR/points/<point_id>/results.json`` (atomically) and ``DIR/results.parquet`` is rebuilt from
+them, so an interrupted sweep loses nothing and ``resume`` skips finished points. ``point_id`` is
+a hash of the point's resolved config, so a changed config never reuses stale results.
+
+Points without an ``objective`` are evaluated; points that differ only in numbers (same model,
+policy and sizes) run as one ``vmap``-ped computation, sharded over all local JAX devices. Points
+with an objective are optimized one by one (one thread per device), or as Ray tasks.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import itertools
+import json
+import math
+import socket
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pandas as pd
+
+from levopt.config import Config, load_config, set_dotted
+from levopt.errors import ConfigError, LevoptError
+from levopt.io import atomic_write_bytes, read_json, write_json
+
+EXECUTORS = ("local", "ray")
+MAX_BATCH_PATHS = 1 << 17
+"""Paths x points simulated at once in an evaluation batch (memory bound)."""
+
+
+@dataclass(frozen=True)
+class Point:
+    index: int
+    values: dict[str, Any]
+    config: dict[str, Any]
+    point_id: str
+
+
+def _grid_points(sweep: dict[str, Any]) -> tuple[list[str], list[dict[str, Any]]]:
+    sweep = dict(sweep)
+    zipped = sweep.pop("zip", None) or {}
+    grid = sweep.pop("grid", None) or {}
+    grid = {**grid, **sweep}
+    if not isinstance(zipped, dict) or not isinstance(grid, dict):
+        raise ConfigError("sweep", "must map dotted config keys to lists of values (and optionally zip: {...})")
+    for key, values in {**grid, **zipped}.items():
+        if not isinstance(values, list):
+            raise ConfigError(f"sweep.{key}", f"must be a list of values, got {values!r}")
+        if not values:
+            raise ConfigError(f"sweep.{key}", "empty list: give at least one value")
+    lengths = {len(v) for v in zipped.values()}
+    if len(lengths) > 1:
+        raise ConfigError("sweep.zip", f"zipped lists must have equal lengths, got {sorted(lengths)}")
+    if not grid and not zipped:
+        raise ConfigError("sweep", "empty sweep: give at least one key with a list of values")
+    keys = list(grid) + list(zipped)
+    zip_rows = [dict(zip(zipped, row, strict=True)) for row in zip(*zipped.values(), strict=True)] or [{}]
+    points = []
+    for combo in itertools.product(*grid.values()):
+        for zrow in zip_rows:
+            points.append({**dict(zip(grid, combo, strict=True)), **zrow})
+    return keys, points
+
+
+def point_id(resolved: dict[str, Any]) -> str:
+    blob = json.dumps(resolved, sort_keys=True, default=str).encode()
+    return hashlib.sha1(blob).hexdigest()[:12]
+
+
+def expand(config: Config) -> tuple[list[str], list[Point]]:
+    """The sweep's keys and its points (each a validated, resolved config dict)."""
+    if config.sweep is None:
+        raise ConfigError("sweep", "the config has no sweep block")
+    keys, rows = _grid_points(config.sweep)
+    base = config.model_dump(mode="json", exclude_none=True)
+    base.pop("sweep", None)
+    points = []
+    for i, values in enumerate(rows):
+        data = copy.deepcopy(base)
+        for key, value in values.items():
+            _check_key_exists(base, key)
+            set_dotted(data, key, value)
+        try:
+            cfg = load_config(data)
+        except ConfigError as exc:
+            raise ConfigError(f"sweep point {i} ({_describe(values)})", str(exc)) from None
+        cfg._base_dir = config._base_dir
+        resolved = cfg.resolved()
+        points.append(Point(i, values, data | {"_base_dir": config._base_dir}, point_id(resolved)))
+    return keys, points
+
+
+def _check_key_exists(base: dict[str, Any], key: str) -> None:
+    """A sweep key must name a config key (or a key of a section that takes free-form keys)."""
+    head, *rest = key.split(".")
+    if head not in Config.model_fields or head == "sweep":
+        allowed = ", ".join(k for k in Config.model_fields if k != "sweep")
+        raise ConfigError(f"sweep.{key}", f"unknown config key {head!r}; allowed top-level keys: {allowed}")
+    if not rest:
+        return
+    from levopt.engine import MarketConfig
+    from levopt.paths import MODELS
+    from levopt.policies import POLICIES
+
+    section = base.get(head) or {}
+    fields: dict[str, Any] | None = None
+    if head == "market":
+        fields = MarketConfig.model_fields
+    elif head == "model" and section.get("kind") in MODELS:
+        fields = MODELS.get(section["kind"]).Config.model_fields | {"calibrate": None, "uncertainty": None}
+    elif head == "policy" and section.get("kind") in POLICIES:
+        fields = POLICIES.get(section["kind"]).Config.model_fields
+    if fields is not None and rest[0] not in fields:
+        raise ConfigError(f"sweep.{key}", f"unknown key in {head}; allowed: {', '.join(fields)}")
+
+
+def _describe(values: dict[str, Any]) -> str:
+    return ", ".join(f"{k}={v}" for k, v in values.items())
+
+
+# ---------------------------------------------------------------------------------------------
+# Computing points
+
+
+def compute_point(config: dict[str, Any]) -> dict[str, Any]:
+    """Result of one point: ``levopt.run`` when it has an objective, else ``levopt.evaluate``.
+
+    A plain function of a plain dict, so Ray workers can run it.
+    """
+    from levopt.runner import evaluate, run
+
+    data = dict(config)
+    base_dir = data.pop("_base_dir", ".")
+    cfg = load_config(data)
+    cfg._base_dir = base_dir
+    return run(cfg) if cfg.objective is not None else evaluate(cfg)
+
+
+def compute_unit(configs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Results of a work unit: one optimized point, or evaluation points of one structure (batched)."""
+    if len(configs) == 1 and configs[0].get("objective") is not None:
+        return [compute_point(configs[0])]
+    return evaluate_batch([_problem(c) for c in configs])
+
+
+def _problem(config: dict[str, Any]) -> Any:
+    from levopt.runner import build
+
+    data = {k: v for k, v in config.items() if k != "_base_dir"}
+    cfg = load_config(data)
+    cfg._base_dir = config.get("_base_dir", ".")
+    return build(cfg)
+
+
+def _structure(problem: Any) -> tuple:
+    leaves, treedef = jax.tree.flatten((problem.model, problem.policy, problem.market))
+    cfg = problem.cfg
+    return (
+        treedef, tuple((np.shape(x), str(np.asarray(x).dtype)) for x in leaves), cfg.paths, cfg.steps, cfg.dt,
+        cfg.precision, cfg.chunk_size, cfg.seed, cfg.ruin_floor, json.dumps(cfg.metric_specs(), sort_keys=True),
+        problem.n_draws, "calibrate" in cfg.model,
+    )
+
+
+def evaluate_batch(problems: list[Any], devices: list[Any] | None = None) -> list[dict[str, Any]]:
+    """Evaluate points of equal structure as one vmapped computation, sharded over ``devices``.
+
+    Each point's numbers equal those of :func:`levopt.evaluate` on its own config: the same key
+    and the same per-path random numbers (common random numbers across points).
+    """
+    from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+    from levopt.engine import simulate_outcome
+    from levopt.objectives import metric_arrays
+    from levopt.runner import STREAM_PATHS, versions
+
+    first = problems[0]
+    cfg = first.cfg
+    specs = cfg.metric_specs()
+    devices = devices or jax.devices()
+    n = len(problems)
+    padded = math.ceil(n / len(devices)) * len(devices)
+    items = [(p.model, p.policy, p.market) for p in problems]
+    items += [items[-1]] * (padded - n)
+    stacked = jax.tree.map(lambda *xs: jnp.stack(xs), *items)
+    if len(devices) > 1:
+        mesh = Mesh(np.asarray(devices), ("points",))
+        stacked = jax.device_put(stacked, NamedSharding(mesh, PartitionSpec("points")))
+    key = first.key(STREAM_PATHS)
+
+    def one(item):
+        model, policy, market = item
+        outcome = simulate_outcome(
+            key, model, policy, market, paths=cfg.paths, steps=cfg.steps, dt=cfg.dt, dtype=first.dtype,
+            ruin_floor=cfg.ruin_floor, chunk_size=cfg.chunk_size, n_draws=first.n_draws,
+        )
+        return metric_arrays(outcome, first.ctx, specs)
+
+    t0 = time.perf_counter()
+    values, errors = jax.block_until_ready(jax.jit(jax.vmap(one))(stacked))
+    wall = (time.perf_counter() - t0) / n
+    values, errors = jax.tree.map(np.asarray, (values, errors))
+    out = []
+    for i, problem in enumerate(problems):
+        out.append(
+            {
+                "metrics": {k: float(values[k][i]) for k in specs},
+                "stderr": {k: float(errors[k][i]) for k in specs},
+                "config": problem.cfg.resolved(),
+                "seed": problem.cfg.seed,
+                "versions": versions(),
+                "timings": {"simulate_s": wall, "total_s": wall, "batch_points": n, "devices": len(devices)},
+            }
+        )
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# The sweep driver
+
+
+def _flatten(prefix: str, value: Any) -> Iterator[tuple[str, Any]]:
+    arr = np.asarray(value)
+    if arr.ndim == 0:
+        yield prefix, arr.item()
+        return
+    for idx in np.ndindex(arr.shape):
+        yield f"{prefix}[{','.join(map(str, idx))}]", arr[idx].item()
+
+
+def result_row(point: Point, result: dict[str, Any]) -> dict[str, Any]:
+    """One results.parquet row: point values, policy, metrics, standard errors and timings."""
+    row: dict[str, Any] = {"point": point.index, "point_id": point.point_id}
+    row.update({k: (json.dumps(v) if isinstance(v, dict | list) else v) for k, v in point.values.items()})
+    if "policy" in result:
+        policy = result["policy"]
+        source = "out_of_sample"
+        row["converged"] = bool(result["optimizer"]["converged"])
+        row["iterations"] = result["optimizer"]["iterations"]
+        for c in result.get("constraints", []):
+            row[f"constraints.{c['metric']}.satisfied"] = bool(c["satisfied"])
+    else:
+        policy = {k: v for k, v in result["config"]["policy"].items() if isinstance(v, int | float | list)}
+        source = None
+    for name, value in policy.items():
+        if name == "rebalance" or isinstance(value, str):
+            continue
+        row.update(dict(_flatten(f"policy.{name}", value)))
+    metrics = result[source] if source else result
+    row.update({f"metrics.{k}": v for k, v in metrics["metrics"].items()})
+    row.update({f"stderr.{k}": v for k, v in metrics["stderr"].items()})
+    row["wall_s"] = result.get("optimizer", {}).get("wall_s", result.get("timings", {}).get("total_s"))
+    return row
+
+
+class SweepRunner:
+    """Runs a sweep into ``out_dir``; see the module docstring."""
+
+    def __init__(self, config: Config, out_dir: Path, *, resume: bool = False, executor: str = "local",
+                 address: str | None = None, limit: int | None = None, batch: int | None = None):
+        if executor not in EXECUTORS:
+            raise ConfigError("--executor", f"unknown executor {executor!r}; allowed: {', '.join(EXECUTORS)}")
+        if address is not None and executor != "ray":
+            raise ConfigError("--address", "only used with --executor ray")
+        self.config, self.out_dir, self.resume, self.executor = config, Path(out_dir), resume, executor
+        self.address, self.limit, self.batch = address, limit, batch
+        self.keys, self.points = expand(config)
+        self.computed = 0
+        done = self.finished()
+        if done and not resume:
+            raise ConfigError(
+                "--out", f"{self.out_dir} already holds {len(done)} finished point(s) of this sweep; "
+                "pass --resume to continue it, or choose another --out"
+            )
+        if executor == "ray":
+            try:
+                import ray  # noqa: F401
+            except ImportError:
+                raise ConfigError("--executor", "ray is not installed: pip install 'levopt[ray]'") from None
+            if address is not None:
+                _check_reachable(address)
+
+    def point_file(self, point: Point) -> Path:
+        return self.out_dir / "points" / point.point_id / "results.json"
+
+    def finished(self) -> set[str]:
+        return {p.point_id for p in self.points if self.point_file(p).is_file()}
+
+    def run(self, progress: Callable[[int, int], None] | None = None) -> pd.DataFrame:
+        done = self.finished()
+        write_json(self.out_dir / "sweep.json", {
+            "keys": self.keys, "mode": "grid", "points": len(self.points),
+            "config": self.config.model_dump(mode="json", exclude_none=True),
+            "point_ids": [p.point_id for p in self.points],
+        })
+        todo = [p for p in self.points if p.point_id not in done]
+        if self.limit is not None:
+            todo = todo[: self.limit]
+        total = len(todo)
+        if progress:
+            progress(0, total)
+        if self.executor == "ray":
+            self._run_ray(todo, progress)
+        else:
+            self._run_local(todo, progress)
+        return self.write_table()
+
+    def _store(self, point: Point, result: dict[str, Any]) -> None:
+        write_json(self.point_file(point), result | {"sweep_point": {"index": point.index, "values": point.values}})
+        self.computed += 1
+        self.write_table()
+
+    def write_table(self) -> pd.DataFrame:
+        rows = [result_row(p, read_json(self.point_file(p))) for p in self.points if self.point_file(p).is_file()]
+        frame = pd.DataFrame(rows)
+        if not frame.empty:
+            frame = frame.sort_values("point").reset_index(drop=True)
+        import io
+
+        buffer = io.BytesIO()
+        frame.to_parquet(buffer, index=False)
+        atomic_write_bytes(self.out_dir / "results.parquet", buffer.getvalue())
+        return frame
+
+    def units(self, todo: list[Point], parts: int = 1) -> list[list[Point]]:
+        """Work units: evaluation points grouped by structure (batches), optimized points alone."""
+        groups: dict[tuple, list[Point]] = {}
+        units: list[list[Point]] = []
+        for p in todo:
+            if p.config.get("objective") is not None:
+                units.append([p])
+                continue
+            problem = _problem(p.config)
+            groups.setdefault(_structure(problem), []).append(p)
+        for members in groups.values():
+            cfg = load_config({k: v for k, v in members[0].config.items() if k != "_base_dir"})
+            size = self.batch or max(1, MAX_BATCH_PATHS // min(cfg.paths, cfg.chunk_size))
+            size = min(size, math.ceil(len(members) / parts))
+            units.extend(members[i : i + size] for i in range(0, len(members), size))
+        return units
+
+    def _run_local(self, todo: list[Point], progress: Callable[[int, int], None] | None) -> None:
+        devices = jax.devices()
+        finished = 0
+
+        def work(i: int, unit: list[Point]) -> list[tuple[Point, dict[str, Any]]]:
+            if len(unit) > 1 or unit[0].config.get("objective") is None:
+                # Batches shard over all devices themselves.
+                return list(zip(unit, compute_unit([p.config for p in unit]), strict=True))
+            with jax.default_device(devices[i % len(devices)]):
+                return [(unit[0], compute_point(unit[0].config))]
+
+        units = self.units(todo)
+        batches = [u for u in units if len(u) > 1 or u[0].config.get("objective") is None]
+        singles = [u for u in units if u not in batches]
+        for unit in batches:
+            for point, result in work(0, unit):
+                self._store(point, result)
+                finished += 1
+                if progress:
+                    progress(finished, len(todo))
+        with ThreadPoolExecutor(max_workers=len(devices)) as pool:
+            for done in pool.map(lambda iu: work(*iu), enumerate(singles)):
+                for point, result in done:
+                    self._store(point, result)
+                    finished += 1
+                    if progress:
+                        progress(finished, len(todo))
+
+    def _run_ray(self, todo: list[Point], progress: Callable[[int, int], None] | None) -> None:
+        import ray
+
+        started = not ray.is_initialized()
+        if started:
+            ray.init(address=self.address, include_dashboard=False, log_to_driver=False, configure_logging=False)
+        try:
+            workers = max(1, int(ray.cluster_resources().get("CPU", 1)))
+            task = ray.remote(compute_unit)
+            pending = {task.remote([p.config for p in unit]): unit for unit in self.units(todo, parts=workers)}
+            finished = 0
+            while pending:
+                ready, _ = ray.wait(list(pending), num_returns=1)
+                unit = pending.pop(ready[0])
+                try:
+                    results = ray.get(ready[0])
+                except ray.exceptions.RayTaskError as exc:
+                    cause = getattr(exc, "cause", None)
+                    if isinstance(cause, LevoptError):
+                        raise cause from None
+                    raise
+                for point, result in zip(unit, results, strict=True):
+                    self._store(point, result)
+                    finished += 1
+                    if progress:
+                        progress(finished, len(todo))
+        finally:
+            if started:
+                ray.shutdown()
+
+
+def _check_reachable(address: str) -> None:
+    """Fail fast, in one line, when a Ray head is not listening at ``host:port``."""
+    if address == "auto" or address.startswith("ray://"):
+        target = address.removeprefix("ray://")
+        if address == "auto":
+            return
+    else:
+        target = address
+    host, _, port = target.rpartition(":")
+    if not host or not port.isdigit():
+        raise ConfigError("--address", f"expected host:port (or ray://host:port, or auto), got {address!r}")
+    try:
+        with socket.create_connection((host, int(port)), timeout=3):
+            pass
+    except OSError as exc:
+        raise ConfigError("--address", f"cannot reach a Ray cluster at {address} ({exc.strerror or exc})") from None
+
+
+def run_sweep(
+    config: Config | dict | str | Path, out_dir: str | Path, *, resume: bool = False, executor: str = "local",
+    address: str | None = None, limit: int | None = None,
+) -> pd.DataFrame:
+    """Run (or resume) a config's sweep into ``out_dir`` and return the results table."""
+    cfg = load_config(config)
+    return SweepRunner(cfg, Path(out_dir), resume=resume, executor=executor, address=address, limit=limit).run()
