@@ -11,7 +11,15 @@ from jax import Array
 from pydantic import Field
 
 from levopt.errors import ConfigError
-from levopt.policies._base import Bounds, Param, Policy, PolicyConfig, rebalance_steps, register_policy, resolve_param
+from levopt.policies._base import (
+    Bounds,
+    Param,
+    Policy,
+    PolicyConfig,
+    rebalance_steps,
+    register_policy,
+    resolve_param,
+)
 
 
 def _scalar_params(cfg: PolicyConfig, names: tuple[str, ...], dtype: Any) -> tuple[dict[str, Array], dict[str, Bounds]]:

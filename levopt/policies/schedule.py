@@ -10,7 +10,15 @@ from jax import Array
 from pydantic import Field, model_validator
 
 from levopt.errors import ConfigError
-from levopt.policies._base import Bounds, Param, Policy, PolicyConfig, rebalance_steps, register_policy, resolve_param
+from levopt.policies._base import (
+    Bounds,
+    Param,
+    Policy,
+    PolicyConfig,
+    rebalance_steps,
+    register_policy,
+    resolve_param,
+)
 
 
 class ScheduleConfig(PolicyConfig):
