@@ -146,6 +146,19 @@ def _write_report(out: Path) -> None:
     console.print(f"report: {path}")
 
 
+def _register_subcommands() -> None:
+    from levopt.calibrate.cli import calibrate_command
+    from levopt.data.cli import data_app
+    from levopt.report.cli import report_command
+
+    app.command("calibrate")(calibrate_command)
+    app.command("report")(report_command)
+    app.add_typer(data_app, name="data")
+
+
+_register_subcommands()
+
+
 @app.callback()
 def _root() -> None:
     """Leverage optimization for crypto derivatives by simulation and optimization."""

@@ -14,7 +14,7 @@ from levopt.objectives import get_metric
 QUANTILES = (0.05, 0.25, 0.5, 0.75, 0.95)
 
 
-def trajectory_quantiles(problem: Any, policy: Any, key: jax.Array, paths: int = 2048) -> dict[str, Any]:
+def trajectory_quantiles(problem: Any, policy: Any, key: jax.Array, paths: int = 1024) -> dict[str, Any]:
     """Quantiles over paths of equity W_t/W_0 and gross leverage at every step (discrete monitoring).
 
     Returns ``{"days": [...], "quantiles": [...], "equity": [[q per step] per quantile], "leverage": ...}``.
@@ -39,7 +39,7 @@ def trajectory_quantiles(problem: Any, policy: Any, key: jax.Array, paths: int =
 
 
 def leverage_profile(
-    problem: Any, policy: Any, key: jax.Array, paths: int = 4096, scales: np.ndarray | None = None
+    problem: Any, policy: Any, key: jax.Array, paths: int = 2048, scales: np.ndarray | None = None
 ) -> dict[str, Any]:
     """Growth, liquidation probability and CVaR of the policy with its leverage scaled by each factor.
 
@@ -47,7 +47,7 @@ def leverage_profile(
     factor; all factors use the same paths. Returns lists keyed by metric plus ``scale`` and
     ``gross_leverage`` (the initial gross leverage at each factor).
     """
-    scales = np.linspace(0.25, 2.0, 15) if scales is None else np.asarray(scales, float)
+    scales = np.linspace(0.25, 2.0, 8) if scales is None else np.asarray(scales, float)
     field_names = [n for n in ("weights", "target_vol", "multiplier") if hasattr(policy, n)]
     names = ("log_growth", "liquidation_probability", "cvar", "mean_return")
     metrics = {n: get_metric(n) for n in names}
