@@ -148,8 +148,21 @@ def _report_params(problem: Problem, params: dict[str, np.ndarray]) -> dict[str,
     return out
 
 
+def _canonical(name: str, options: dict[str, Any]) -> tuple:
+    """A metric with its options, defaults filled in (``cvar`` equals ``cvar(level=0.95)``)."""
+    import inspect as _inspect
+
+    from levopt.objectives import get_metric
+
+    params = list(_inspect.signature(get_metric(name).fn).parameters.values())[2:]
+    full = {p.name: p.default for p in params} | options
+    return name, tuple(sorted(full.items()))
+
+
 def _metric_report(problem: Problem, outcome: Outcome, extra: dict[str, tuple[str, dict[str, Any]]]) -> dict[str, Any]:
-    specs = problem.cfg.metric_specs() | extra
+    specs = problem.cfg.metric_specs()
+    known = {_canonical(name, opts) for name, opts in specs.values()}
+    specs |= {label: spec for label, spec in extra.items() if _canonical(*spec) not in known}
     metrics, stderr = evaluate_metrics(outcome, problem.ctx, specs)
     return {"metrics": metrics, "stderr": stderr}
 

@@ -46,7 +46,7 @@ class Outcome(NamedTuple):
     Attributes:
         wealth: W_T / W_0 of the simulated path, liquidation checked at steps only.
         liquidated: bool, the step check liquidated the path.
-        liquidation_step: int, the step (1-based) of that liquidation, 0 when none.
+        liquidation_step: int, the step (1-based) of that liquidation; 0 at the opening trade, -1 none.
         max_drawdown: largest peak-to-trough fall of the simulated path's equity, in [0, 1].
         survival: probability that continuous monitoring never liquidated the path (bridge).
         liq_log_wealth: sum over steps of P(liquidated in the step) x log(W_T) given that event
@@ -90,7 +90,9 @@ class _Carry(NamedTuple):
 def _crossing_probability(x: Array, barrier: Array, var: Array, downward: Array) -> Array:
     """P(a Brownian bridge from 0 to ``x`` with variance ``var`` touches ``barrier``) (0 if none)."""
     var = jnp.maximum(var, jnp.finfo(x.dtype).tiny)
-    crossed = jnp.where(downward, x <= barrier, x >= barrier)
+    # A barrier on the wrong side of the start (costs already took equity below maintenance) is
+    # crossed at once.
+    crossed = jnp.where(downward, (x <= barrier) | (barrier >= 0), (x >= barrier) | (barrier <= 0))
     exponent = -2.0 * jnp.abs(barrier) * jnp.abs(x - barrier) / var
     return jnp.where(crossed, 1.0, jnp.exp(jnp.where(crossed, 0.0, exponent)))
 
@@ -209,7 +211,7 @@ def _open_path(
         wealth=w0,
         notional=jnp.where(hit, jnp.zeros_like(n0), n0),
         alive=~hit,
-        liq_step=jnp.zeros((), jnp.int32),
+        liq_step=jnp.where(hit, 0, -1).astype(jnp.int32),
         peak=one,
         max_dd=jnp.maximum(zero, 1.0 - w0),
         survival=jnp.where(hit, zero, one),
@@ -280,21 +282,31 @@ def simulate_chunk(
         in_axes=(0, 0, None, in_model),
     )
 
+    def draw(t: Array) -> Any:
+        return _block_noise(key, t, block_ids, block_model, batched, dtype)
+
     @jax.checkpoint
-    def body(carry: _Carry, inputs: Any):
-        t, z = inputs
-        z = _block_noise(key, t, block_ids, block_model, batched, dtype) if z is None else z
+    def body(state: tuple[_Carry, Any], inputs: Any):
+        carry, z = state
+        t, given = inputs
+        if given is None:
+            # The next step's noise is drawn here and carried, which makes XLA materialize it once
+            # instead of re-deriving it inside every fusion that reads it.
+            z, z_next = z, draw(t + 1)
+        else:
+            z, z_next = given, z
         new = step_all(carry, z, t, path_model)
         rec = None
         if record:
             lev = jnp.sum(jnp.abs(new.notional), axis=-1) / jnp.maximum(new.wealth, jnp.finfo(dtype).tiny)
             rec = Trajectory(new.wealth, lev)
-        return new, rec
+        return (new, z_next), rec
 
-    final, traj = jax.lax.scan(body, carry0, (jnp.arange(steps, dtype=jnp.int32), noise))
+    first = draw(jnp.zeros((), jnp.int32)) if noise is None else None
+    (final, _), traj = jax.lax.scan(body, (carry0, first), (jnp.arange(steps, dtype=jnp.int32), noise))
     outcome = Outcome(
         wealth=final.wealth,
-        liquidated=final.liq_step > 0,
+        liquidated=~final.alive,
         liquidation_step=final.liq_step,
         max_drawdown=final.max_dd,
         survival=final.survival,
@@ -309,7 +321,9 @@ def plan_chunks(paths: int, chunk_size: int | None) -> tuple[int, int]:
     """(blocks per chunk, number of chunks) covering ``paths`` paths."""
     blocks_needed = math.ceil(paths / BLOCK)
     per_chunk = blocks_needed if chunk_size is None else max(1, min(blocks_needed, chunk_size // BLOCK))
-    return per_chunk, math.ceil(blocks_needed / per_chunk)
+    n_chunks = math.ceil(blocks_needed / per_chunk)
+    # Equal chunks of at most chunk_size, with the least padding.
+    return math.ceil(blocks_needed / n_chunks), n_chunks
 
 
 def simulate_outcome(
