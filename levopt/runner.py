@@ -159,10 +159,20 @@ def _canonical(name: str, options: dict[str, Any]) -> tuple:
     return name, tuple(sorted(full.items()))
 
 
+def _report_specs(problem: Problem, extra: dict[str, tuple[str, dict[str, Any]]]) -> tuple[dict, dict[str, str]]:
+    """The config's metrics plus ``extra`` ones not already among them, and where each extra label
+    is reported (``cvar(level=0.95)`` is reported as ``cvar``)."""
+    specs = dict(problem.cfg.metric_specs())
+    known = {_canonical(name, opts): label for label, (name, opts) in specs.items()}
+    where = {}
+    for label, spec in extra.items():
+        where[label] = known.setdefault(_canonical(*spec), label)
+        specs.setdefault(where[label], spec)
+    return specs, where
+
+
 def _metric_report(problem: Problem, outcome: Outcome, extra: dict[str, tuple[str, dict[str, Any]]]) -> dict[str, Any]:
-    specs = problem.cfg.metric_specs()
-    known = {_canonical(name, opts) for name, opts in specs.values()}
-    specs |= {label: spec for label, spec in extra.items() if _canonical(*spec) not in known}
+    specs, _ = _report_specs(problem, extra)
     metrics, stderr = evaluate_metrics(outcome, problem.ctx, specs)
     return {"metrics": metrics, "stderr": stderr}
 
@@ -189,6 +199,7 @@ def run(config: Config | dict | str | Path) -> dict[str, Any]:
         jax.jit(lambda k: problem.simulate(k, policy=policy))(problem.key(STREAM_OUT_OF_SAMPLE))
     )
     out_of_sample = _metric_report(problem, oos_outcome, labelled)
+    _, where = _report_specs(problem, labelled)
     constraints = []
     for c in objective.constraints:
         label = c.label()
@@ -196,12 +207,12 @@ def run(config: Config | dict | str | Path) -> dict[str, Any]:
             value = float(np.max(np.sum(np.abs(np.atleast_2d(np.asarray(policy.weights))), axis=-1)))
             se = 0.0
         else:
-            value, se = out_of_sample["metrics"][label], out_of_sample["stderr"][label]
+            value, se = out_of_sample["metrics"][where[label]], out_of_sample["stderr"][where[label]]
         violation = c.violation(value)
         constraints.append(
             {
                 "metric": label, "sense": c.sense, "limit": c.limit, "value": value, "stderr": se,
-                "in_sample": found.in_sample["metrics"].get(label, value),
+                "in_sample": found.in_sample["metrics"].get(where.get(label, label), found.in_sample["metrics"].get(label, value)),
                 # Holds out of sample up to Monte Carlo error (two standard errors).
                 "satisfied": bool(violation <= 2 * (se if se == se else 0.0)),
                 "strictly_satisfied": bool(violation <= 0),

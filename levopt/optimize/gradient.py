@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import equinox as eqx
@@ -117,59 +118,30 @@ def optimize_gradient(
     names = list(problem.free)
     init = {n: np.asarray(getattr(problem.policy, n), float) for n in names}
     theta0 = {n: jnp.asarray(to_unconstrained(init[n], problem.free[n]), problem.dtype) for n in names}
-    goal = get_metric(terms.goal.metric)
-    cons_metrics = [get_metric(c.metric) for c in terms.outcome_constraints]
-    scales = jnp.asarray([_scale(c) for c in terms.outcome_constraints + terms.gross_limits], problem.dtype)
-    signs = jnp.asarray(
-        [1.0 if c.sense == "max" else -1.0 for c in terms.outcome_constraints + terms.gross_limits], problem.dtype
+    all_cons = terms.outcome_constraints + terms.gross_limits
+    setup = _Setup(
+        names=tuple(names),
+        bounds=tuple((tuple(problem.free[n].lower.reshape(-1)), tuple(problem.free[n].upper.reshape(-1)),
+                      problem.free[n].lower.shape) for n in names),
+        goal=(terms.goal.metric, _frozen(terms.goal.options)),
+        sign=terms.sign,
+        constraints=tuple((c.metric, _frozen(c.options)) for c in terms.outcome_constraints),
+        n_gross=len(terms.gross_limits),
+        has_budget=terms.budget is not None,
+        solver=opt.solver, learning_rate=opt.learning_rate, inner_steps=opt.inner_steps,
+        steps=cfg.steps, dt=cfg.dt, paths=paths, ruin_floor=cfg.ruin_floor, years=cfg.years,
+        n_draws=problem.n_draws, dtype=np.dtype(problem.dtype).name,
     )
-    limits = jnp.asarray([c.limit for c in terms.outcome_constraints + terms.gross_limits], problem.dtype)
-
+    as_array = lambda xs: jnp.asarray(xs, problem.dtype)  # noqa: E731
+    data = _Data(
+        key=key, model=problem.model, market=problem.market, policy=problem.policy,
+        limits=as_array([c.limit for c in all_cons]), scales=as_array([_scale(c) for c in all_cons]),
+        signs=as_array([1.0 if c.sense == "max" else -1.0 for c in all_cons]),
+        budget=as_array(terms.budget if terms.budget is not None else 0.0),
+    )
     # Common random numbers: the search's noise is drawn once and reused at every step.
     noise = jax.jit(lambda k: problem.draw_noise(k, paths))(key)
 
-    def policy_of(theta):
-        return set_params(problem.policy, {n: from_unconstrained(theta[n], problem.free[n]) for n in names})
-
-    def evaluate(theta, noise):
-        policy = policy_of(theta)
-        outcome = problem.simulate(key, policy=policy, paths=paths, noise=noise)
-        f = goal.value(outcome, problem.ctx, **terms.goal.options)
-        values = [m.value(outcome, problem.ctx, **c.options) for m, c in zip(cons_metrics, terms.outcome_constraints, strict=True)]
-        weights = policy.weights if hasattr(policy, "weights") else None
-        for _ in terms.gross_limits:
-            values.append(jnp.max(jnp.sum(jnp.abs(jnp.atleast_2d(weights)), axis=-1)))
-        eq = jnp.sum(weights) - terms.budget if terms.budget is not None else jnp.zeros((), problem.dtype)
-        g = signs * (jnp.stack(values) - limits) / scales if values else jnp.zeros((0,), problem.dtype)
-        return f, (jnp.stack(values) if values else g), g, eq
-
-    def lagrangian(theta, lam, mu, rho, noise):
-        f, values, g, eq = evaluate(theta, noise)
-        shifted = jnp.maximum(0.0, lam / rho + g)
-        penalty = jnp.sum(rho / 2 * (shifted**2 - (lam / rho) ** 2)) + mu * eq + rho / 2 * eq**2
-        return -terms.sign * f + penalty, (f, values, g, eq)
-
-    def block(theta, lam, mu, rho, noise):
-        """``inner_steps`` iterations on the augmented Lagrangian for fixed multipliers."""
-        fun = lambda th: lagrangian(th, lam, mu, rho, noise)[0]  # noqa: E731
-        if opt.solver == "lbfgs":
-            tx = optax.lbfgs()
-            value_and_grad = optax.value_and_grad_from_state(fun)
-        else:
-            tx = optax.adam(opt.learning_rate)
-            value_and_grad = lambda th, state: jax.value_and_grad(fun)(th)  # noqa: E731
-
-        def one(carry, _):
-            th, state = carry
-            value, grad = value_and_grad(th, state=state)
-            finite = jnp.stack([jnp.all(jnp.isfinite(grad[n])) for n in names])
-            updates, state = tx.update(grad, state, th, value=value, grad=grad, value_fn=fun)
-            return (optax.apply_updates(th, updates), state), (value, finite)
-
-        (theta, _), (values, finite) = jax.lax.scan(one, (theta, tx.init(theta)), length=opt.inner_steps)
-        return theta, values, finite, evaluate(theta, noise)
-
-    block = jax.jit(block)
     n_cons = len(terms.outcome_constraints) + len(terms.gross_limits)
     lam = jnp.zeros((n_cons,), problem.dtype)
     mu = jnp.zeros((), problem.dtype)
@@ -180,7 +152,7 @@ def optimize_gradient(
     converged, last_params, last_violation = False, None, np.inf
     it = 0
     while it < opt.steps:
-        new_theta, losses, finite, (f, values, g, eq) = block(theta, lam, mu, rho, noise)
+        new_theta, losses, finite, (f, values, g, eq) = _block(setup, theta, lam, mu, rho, noise, data)
         _check_finite(np.asarray(losses), np.asarray(finite), it, names)
         it += opt.inner_steps
         theta = new_theta
@@ -205,11 +177,110 @@ def optimize_gradient(
             break
         last_params = params_now
 
-    policy = policy_of(theta)
+    policy = _policy_of(setup, theta, problem.policy)
     params = {n: np.asarray(getattr(policy, n)) for n in names}
     result = GradientResult(params, policy, it, converged, time.perf_counter() - t0, history)
     _check_feasible(problem, terms, opt, result, key, paths)
     return result
+
+
+def _frozen(options: dict[str, Any]) -> tuple:
+    return tuple(sorted((k, tuple(v) if isinstance(v, list) else v) for k, v in options.items()))
+
+
+@dataclass(frozen=True)
+class _Setup:
+    """Everything static about a search: hashable, so searches of equal structure share one
+    compiled program (e.g. the points of a sweep)."""
+
+    names: tuple[str, ...]
+    bounds: tuple[tuple[tuple[float, ...], tuple[float, ...], tuple[int, ...]], ...]
+    goal: tuple[str, tuple]
+    sign: float
+    constraints: tuple[tuple[str, tuple], ...]
+    n_gross: int
+    has_budget: bool
+    solver: str
+    learning_rate: float
+    inner_steps: int
+    steps: int
+    dt: float
+    paths: int
+    ruin_floor: float
+    years: float
+    n_draws: int | None
+    dtype: str
+
+    def bound(self, i: int) -> Bounds:
+        lower, upper, shape = self.bounds[i]
+        return Bounds(np.asarray(lower).reshape(shape), np.asarray(upper).reshape(shape))
+
+
+class _Data(eqx.Module):
+    """The arrays of a search (traced, so changing them does not recompile)."""
+
+    key: jax.Array
+    model: Any
+    market: Any
+    policy: Any
+    limits: jax.Array
+    scales: jax.Array
+    signs: jax.Array
+    budget: jax.Array
+
+
+def _policy_of(s: _Setup, theta: dict[str, jax.Array], policy: Policy) -> Policy:
+    return set_params(policy, {n: from_unconstrained(theta[n], s.bound(i)) for i, n in enumerate(s.names)})
+
+
+def _evaluate(s: _Setup, theta: dict[str, jax.Array], noise: Any, d: _Data):
+    from levopt.engine import simulate_outcome
+    from levopt.objectives import Context
+
+    policy = _policy_of(s, theta, d.policy)
+    dtype = jnp.dtype(s.dtype)
+    outcome = simulate_outcome(
+        d.key, d.model, policy, d.market, paths=s.paths, steps=s.steps, dt=s.dt, dtype=dtype,
+        ruin_floor=s.ruin_floor, n_draws=s.n_draws, noise=noise,
+    )
+    ctx = Context(s.years, s.ruin_floor)
+    f = get_metric(s.goal[0]).value(outcome, ctx, **dict(s.goal[1]))
+    values = [get_metric(name).value(outcome, ctx, **dict(opts)) for name, opts in s.constraints]
+    weights = getattr(policy, "weights", None)
+    values += [jnp.max(jnp.sum(jnp.abs(jnp.atleast_2d(weights)), axis=-1))] * s.n_gross
+    eq = jnp.sum(weights) - d.budget if s.has_budget else jnp.zeros((), dtype)
+    stacked = jnp.stack(values) if values else jnp.zeros((0,), dtype)
+    g = d.signs * (stacked - d.limits) / d.scales
+    return f, stacked, g, eq
+
+
+def _lagrangian(s: _Setup, theta, lam, mu, rho, noise, d: _Data):
+    f, values, g, eq = _evaluate(s, theta, noise, d)
+    shifted = jnp.maximum(0.0, lam / rho + g)
+    penalty = jnp.sum(rho / 2 * (shifted**2 - (lam / rho) ** 2)) + mu * eq + rho / 2 * eq**2
+    return -s.sign * f + penalty
+
+
+@partial(jax.jit, static_argnums=0)
+def _block(s: _Setup, theta, lam, mu, rho, noise, d: _Data):
+    """``inner_steps`` iterations on the augmented Lagrangian for fixed multipliers."""
+    fun = lambda th: _lagrangian(s, th, lam, mu, rho, noise, d)  # noqa: E731
+    if s.solver == "lbfgs":
+        tx = optax.lbfgs()
+        value_and_grad = optax.value_and_grad_from_state(fun)
+    else:
+        tx = optax.adam(s.learning_rate)
+        value_and_grad = lambda th, state: jax.value_and_grad(fun)(th)  # noqa: E731
+
+    def one(carry, _):
+        th, state = carry
+        value, grad = value_and_grad(th, state=state)
+        finite = jnp.stack([jnp.all(jnp.isfinite(grad[n])) for n in s.names])
+        updates, state = tx.update(grad, state, th, value=value, grad=grad, value_fn=fun)
+        return (optax.apply_updates(th, updates), state), (value, finite)
+
+    (theta, _), (values, finite) = jax.lax.scan(one, (theta, tx.init(theta)), length=s.inner_steps)
+    return theta, values, finite, _evaluate(s, theta, noise, d)
 
 
 def _check_finite(losses: np.ndarray, finite: np.ndarray, done: int, names: list[str]) -> None:
