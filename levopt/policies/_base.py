@@ -13,7 +13,7 @@ import equinox as eqx
 import jax.numpy as jnp
 import numpy as np
 from jax import Array
-from pydantic import BaseModel, ConfigDict, field_validator
+from pydantic import BaseModel, ConfigDict, field_validator, model_validator
 
 from levopt.errors import ConfigError
 from levopt.registry import Registry
@@ -76,6 +76,27 @@ class PolicyConfig(BaseModel):
         if v != "never" and v < 1:
             raise ValueError(f"must be 'never' or an integer >= 1 (steps between rebalances), got {v!r}")
         return v
+
+
+class LeverageOrWeightsConfig(PolicyConfig):
+    """Schemas holding either ``leverage`` (one asset, long) or ``weights`` (per asset, signed)."""
+
+    leverage: Param | None = None
+    weights: Param | None = None
+
+    @field_validator("leverage")
+    @classmethod
+    def _long_only(cls, v: Param | None) -> Param | None:
+        values = [v.init, v.min] if isinstance(v, FreeParam) else [v]
+        if any(x is not None and np.any(np.asarray(x, float) < 0) for x in values):
+            raise ValueError(f"must be >= 0 (use 'weights' for short positions), got {v!r}")
+        return v
+
+    @model_validator(mode="after")
+    def _one_of(self):
+        if (self.leverage is None) == (self.weights is None):
+            raise ValueError("give exactly one of 'leverage' (one asset) or 'weights' (per asset)")
+        return self
 
 
 class Policy(eqx.Module):

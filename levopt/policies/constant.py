@@ -5,43 +5,23 @@ from __future__ import annotations
 from typing import Any, Literal
 
 import jax.numpy as jnp
-import numpy as np
 from jax import Array
-from pydantic import field_validator, model_validator
 
 from levopt.errors import ConfigError
 from levopt.policies._base import (
     Bounds,
-    FreeParam,
-    Param,
+    LeverageOrWeightsConfig,
     Policy,
-    PolicyConfig,
     rebalance_steps,
     register_policy,
     resolve_param,
 )
 
 
-class ConstantConfig(PolicyConfig):
+class ConstantConfig(LeverageOrWeightsConfig):
     kind: str = "constant"
-    leverage: Param | None = None
-    weights: Param | None = None
     rebalance: Literal["never"] | int = "never"
     budget: float | None = None
-
-    @field_validator("leverage")
-    @classmethod
-    def _long_only(cls, v: Param | None) -> Param | None:
-        values = [v.init, v.min] if isinstance(v, FreeParam) else [v]
-        if any(x is not None and np.any(np.asarray(x, float) < 0) for x in values):
-            raise ValueError(f"must be >= 0 (use 'weights' for short positions), got {v!r}")
-        return v
-
-    @model_validator(mode="after")
-    def _one_of(self):
-        if (self.leverage is None) == (self.weights is None):
-            raise ValueError("give exactly one of 'leverage' (one asset) or 'weights' (per asset)")
-        return self
 
 
 @register_policy("constant")

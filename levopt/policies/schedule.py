@@ -7,32 +7,23 @@ from typing import Any, Literal
 import equinox as eqx
 import jax.numpy as jnp
 from jax import Array
-from pydantic import Field, model_validator
+from pydantic import Field
 
 from levopt.errors import ConfigError
 from levopt.policies._base import (
     Bounds,
-    Param,
+    LeverageOrWeightsConfig,
     Policy,
-    PolicyConfig,
     rebalance_steps,
     register_policy,
     resolve_param,
 )
 
 
-class ScheduleConfig(PolicyConfig):
+class ScheduleConfig(LeverageOrWeightsConfig):
     kind: str = "schedule"
     segments: int = Field(12, ge=1)
-    leverage: Param | None = None
-    weights: Param | None = None
     rebalance: Literal["never"] | int = 1
-
-    @model_validator(mode="after")
-    def _one_of(self):
-        if (self.leverage is None) == (self.weights is None):
-            raise ValueError("give exactly one of 'leverage' (one asset) or 'weights' (per asset)")
-        return self
 
 
 @register_policy("schedule")
@@ -62,8 +53,6 @@ class Schedule(Policy):
         value = value.reshape(cfg.segments, n_assets)
         if bounds is not None:
             bounds = Bounds(bounds.lower.reshape(value.shape), bounds.upper.reshape(value.shape))
-        if name == "leverage" and (value < 0).any():
-            raise ConfigError("policy.leverage", "must be >= 0 (use 'weights' for short positions)")
         policy = cls(rebalance_every=rebalance_steps(cfg.rebalance), weights=jnp.asarray(value, dtype), steps=steps)
         return policy, ({"weights": bounds} if bounds is not None else {})
 
