@@ -20,6 +20,9 @@ Accounting of one path (W_0 = 1), per step of length dt, with notional N and equ
 * a rebalance at step end (t + 1 a multiple of k, before the horizon) trades N to L W and pays
   (fee + slippage) |traded|.
 
+The leverage L is a constant, or a per-step array of targets (a piecewise-constant schedule, see
+:func:`schedule_targets`): the opening trade uses L[0] and the rebalance after step t uses L[t + 1].
+
 Noise is an input: a ``(paths, steps)`` array of standard normals (plus, for Student-t GARCH, the
 chi-square mixing variable w = chi2(nu)/nu), or a callback ``t -> z_t`` (or ``t -> (z_t, w_t)``).
 That way the reference can be driven by exactly the JAX engine's random numbers (tests) or by
@@ -116,6 +119,16 @@ def numpy_noise(
     return draw
 
 
+def schedule_targets(values, steps: int) -> np.ndarray:
+    """Per-step leverage targets ``(steps,)`` of a piecewise-constant schedule of ``len(values)``
+    equal segments: step t uses ``values[k]``, k = min(floor(t * segments / steps), segments - 1),
+    as ``levopt.policies.Schedule``."""
+    values = np.asarray(values, dtype=float).reshape(-1)
+    segments = values.shape[0]
+    t = np.arange(steps)
+    return values[np.minimum(t * segments // steps, segments - 1)]
+
+
 def _noise_at(noise: Noise, t: int) -> StepNoise:
     if callable(noise):
         return noise(t)
@@ -126,7 +139,7 @@ def _noise_at(noise: Noise, t: int) -> StepNoise:
 
 def simulate(
     model: GBM | Garch,
-    leverage: float,
+    leverage: float | np.ndarray,
     market: Market,
     *,
     paths: int,
@@ -141,7 +154,9 @@ def simulate(
 
     Args:
         model: :class:`GBM` or :class:`Garch` parameters.
-        leverage: target notional / equity (negative: short).
+        leverage: target notional / equity (negative: short), or a ``(steps,)`` array of per-step
+            targets (e.g. from :func:`schedule_targets`): the opening trade uses ``leverage[0]``,
+            the rebalance after step t uses ``leverage[t + 1]``.
         market: venue rules.
         paths, steps, dt: number of paths, of steps, and step length in years.
         noise: ``(paths, steps)`` standard normals, a ``(z, w)`` pair for Student-t GARCH, or a
@@ -160,7 +175,15 @@ def simulate(
     cash_growth = f(math.expm1(market.cash_rate * dt))
     borrow_growth = f(math.expm1(market.borrow_rate * dt))
     funding = f(-market.funding_rate * dt)
-    lev = f(leverage)
+    lev_arr = np.asarray(leverage, dtype=f)
+    if lev_arr.ndim == 0:
+        lev_steps = None
+        lev = f(lev_arr)
+    else:
+        if lev_arr.shape != (steps,):
+            raise ValueError(f"leverage must be a number or a ({steps},) array of targets, got shape {lev_arr.shape}")
+        lev_steps = lev_arr
+        lev = lev_steps[0]
     tiny = np.finfo(f).tiny
     one, zero = f(1.0), f(0.0)
 
@@ -245,7 +268,7 @@ def simulate(
         alive &= ~hit
         liq_step[hit] = t + 1
         if rebalance_every > 0 and (t + 1) % rebalance_every == 0 and t + 1 < steps:
-            target = lev * wealth
+            target = (lev if lev_steps is None else lev_steps[t + 1]) * wealth
             traded = trade_rate * np.abs(target - notional)
             wealth = np.where(alive, wealth - traded, wealth)
             notional = np.where(alive, target, notional)
