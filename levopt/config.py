@@ -20,7 +20,7 @@ from pydantic import (
 
 from levopt.engine.market import MarketConfig
 from levopt.errors import ConfigError
-from levopt.paths import MODELS, ModelConfig
+from levopt.paths import MODELS
 from levopt.policies import POLICIES, FreeParam, PolicyConfig
 
 
@@ -107,7 +107,13 @@ class Config(BaseModel):
     def years(self) -> float:
         return self.horizon_days / 365.0
 
-    def model_config_typed(self) -> ModelConfig:
+    def model_config_typed(self) -> Any:
+        """The validated model section: the path model's schema, or the calibrated-model schema
+        (``levopt.calibrate.config``) when the section has a ``calibrate`` block."""
+        if "calibrate" in self.model:
+            from levopt.calibrate.config import check_model_section
+
+            return check_model_section(self.model)
         return validate_section(self.model, MODELS.get(self.model["kind"], "model.kind").Config, "model")
 
     def policy_config_typed(self) -> PolicyConfig:
@@ -127,9 +133,7 @@ class Config(BaseModel):
     def resolved(self) -> dict[str, Any]:
         """The config with every default filled in (what results record)."""
         out = self.model_dump(mode="json", exclude_none=True)
-        out["model"] = self.model_config_typed().model_dump(mode="json", exclude_none=True) | {
-            k: v for k, v in self.model.items() if k in EXTRA_MODEL_KEYS
-        }
+        out["model"] = self.model_config_typed().model_dump(mode="json", exclude_none=True)
         out["policy"] = self.policy_config_typed().model_dump(mode="json", exclude_none=True)
         return out
 

@@ -1,0 +1,163 @@
+"""``levopt calibrate``: fit a path model to price history and write the posterior, its draws and a
+posterior predictive check.
+
+Module-level imports are kept light (typer only); jax, numpyro and pandas load when the command
+runs.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+
+from levopt.errors import ConfigError
+
+_DEFAULTS = {"model": "garch", "dist": "normal", "warmup": 500, "samples": 500, "chains": 2, "seed": 0}
+
+
+def calibrate_command(
+    config: Annotated[
+        Optional[Path],  # noqa: UP045 - typer needs Optional here
+        typer.Argument(
+            help="YAML config whose model has a 'calibrate' block (or use --data).", show_default=False
+        ),
+    ] = None,
+    data: Annotated[
+        Optional[Path],  # noqa: UP045
+        typer.Option(
+            "--data", help="Price file (CSV, JSON or Parquet) to calibrate to, instead of a config."
+        ),
+    ] = None,
+    model: Annotated[
+        Optional[str], typer.Option("--model", help="gbm | merton | garch (default garch)")  # noqa: UP045
+    ] = None,
+    dist: Annotated[
+        Optional[str], typer.Option("--dist", help="garch shocks: normal | t (default normal)")  # noqa: UP045
+    ] = None,
+    gjr: Annotated[bool, typer.Option("--gjr", help="garch: add the GJR asymmetry term.")] = False,
+    steps_per_day: Annotated[
+        float, typer.Option("--steps-per-day", help="Simulation steps a day (garch: must match the data).")
+    ] = 1,
+    frequency: Annotated[
+        Optional[str], typer.Option("--frequency", help="Resample prices first: 1d, 4h, ...")  # noqa: UP045
+    ] = None,
+    column: Annotated[
+        Optional[str], typer.Option("--column", help="Close price column (default: detected).")  # noqa: UP045
+    ] = None,
+    keep_last: Annotated[
+        bool,
+        typer.Option("--keep-last", help="Keep the file's last bar (dropped by default: often partial)."),
+    ] = False,
+    warmup: Annotated[
+        Optional[int], typer.Option("--warmup", min=1, help="NUTS warmup iterations (default 500).")  # noqa: UP045
+    ] = None,
+    samples: Annotated[
+        Optional[int], typer.Option("--samples", min=4, help="NUTS draws per chain (default 500).")  # noqa: UP045
+    ] = None,
+    chains: Annotated[
+        Optional[int], typer.Option("--chains", min=1, help="Chains, run sequentially (default 2).")  # noqa: UP045
+    ] = None,
+    seed: Annotated[
+        Optional[int], typer.Option("--seed", min=0, help="Seed (default: the config's, else 0).")  # noqa: UP045
+    ] = None,
+    ppc_paths: Annotated[
+        int, typer.Option("--ppc-paths", min=0, help="Simulated series in the predictive check (0: skip).")
+    ] = 200,
+    out: Annotated[Path, typer.Option("--out", help="Output directory.")] = Path("runs/calibrate"),
+) -> None:
+    """Calibrate a path model by NUTS; write posterior.json, draws.parquet and ppc.json to --out."""
+    import io
+
+    import jax
+
+    from levopt.calibrate.fit import calibrate
+    from levopt.calibrate.ppc import posterior_predictive_check
+    from levopt.io import atomic_write_bytes, write_json
+
+    if (config is None) == (data is None):
+        raise ConfigError("calibrate", "give either a CONFIG file or --data FILE (not both)")
+    if config is not None:
+        for name, value in (
+            ("--model", model),
+            ("--dist", dist),
+            ("--frequency", frequency),
+            ("--column", column),
+        ):
+            if value is not None:
+                raise ConfigError(name, "comes from the config's model section; drop it or drop the config")
+        result, key = _from_config(config, warmup, samples, chains, seed)
+    else:
+        kind = model or _DEFAULTS["model"]
+        if kind not in ("gbm", "merton", "garch"):
+            raise ConfigError("--model", f"unknown model {kind!r}; allowed: gbm, merton, garch")
+        seed_ = _DEFAULTS["seed"] if seed is None else seed
+        key = jax.random.fold_in(jax.random.PRNGKey(seed_), 2)
+        result = calibrate(
+            data,
+            model=kind,
+            dist=dist or _DEFAULTS["dist"],
+            gjr=gjr,
+            steps_per_day=steps_per_day,
+            warmup=warmup or _DEFAULTS["warmup"],
+            samples=samples or _DEFAULTS["samples"],
+            chains=chains or _DEFAULTS["chains"],
+            key=key,
+            column=column,
+            frequency=frequency,
+            drop_last_partial=not keep_last,
+        )
+        result.summary["diagnostics"]["seed"] = seed_
+
+    summary = dict(result.summary)
+    summary["timings"] = {"sampler_s": result.seconds}
+    write_json(out / "posterior.json", summary)
+    buf = io.BytesIO()
+    result.to_frame().to_parquet(buf, index=False)
+    atomic_write_bytes(out / "draws.parquet", buf.getvalue())
+    if ppc_paths > 0:
+        write_json(
+            out / "ppc.json",
+            posterior_predictive_check(result, jax.random.fold_in(key, 1), n_paths=ppc_paths),
+        )
+    _print_summary(result, out)
+
+
+def _from_config(
+    config: Path, warmup: int | None, samples: int | None, chains: int | None, seed: int | None
+) -> Any:
+    from levopt.calibrate.posterior import calibrate_config, calibration_key
+    from levopt.config import load_config
+
+    overrides = [
+        f"model.calibrate.{k}={v}"
+        for k, v in (("warmup", warmup), ("samples", samples), ("chains", chains), ("seed", seed))
+        if v is not None
+    ]
+    cfg = load_config(config, overrides)
+    if "calibrate" not in cfg.model:
+        raise ConfigError("model.calibrate", f"{config} has no calibrate block in its model section")
+    result, spec = calibrate_config(cfg)
+    return result, calibration_key(cfg, spec)
+
+
+def _print_summary(result: Any, out: Path) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"{result.kind} posterior ({result.summary['n_obs']} returns)")
+    for col in ("parameter", "mean", "sd", "5%", "95%", "r_hat", "ess"):
+        table.add_column(col, justify="left" if col == "parameter" else "right")
+    fmt = lambda v: "" if v is None else f"{v:.4g}"  # noqa: E731
+    rows = {k: result.summary[k] for k in result.params} | result.summary.get("derived", {})
+    for name, s in rows.items():
+        table.add_row(
+            name, fmt(s["mean"]), fmt(s["sd"]), fmt(s["q05"]), fmt(s["q95"]), fmt(s["r_hat"]), fmt(s["ess"])
+        )
+    console = Console(stderr=True)
+    console.print(table)
+    d = result.summary["diagnostics"]
+    console.print(
+        f"divergences: {d['divergences']}; sampler {result.seconds:.1f} s; wrote {out}/", highlight=False
+    )

@@ -1,0 +1,87 @@
+"""From a config's calibrated ``model`` section to a path model for the engine."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import jax
+
+from levopt.calibrate.config import CalibratedModelConfig, check_model_section
+from levopt.calibrate.fit import CalibrationResult, calibrate
+from levopt.config import Config, resolve_path
+from levopt.paths import PathModel
+
+STREAM_CALIBRATION = 2
+"""Must equal ``levopt.runner.STREAM_CALIBRATION`` (checked in tests; not imported here because
+the runner imports this module)."""
+
+
+def calibration_key(cfg: Config, spec: CalibratedModelConfig) -> jax.Array:
+    """The calibration stream: ``fold_in(PRNGKey(seed), 2)``, seed = calibrate.seed or the config's."""
+    seed = spec.calibrate.seed if spec.calibrate.seed is not None else cfg.seed
+    return jax.random.fold_in(jax.random.PRNGKey(seed), STREAM_CALIBRATION)
+
+
+def calibrate_config(cfg: Config) -> tuple[CalibrationResult, CalibratedModelConfig]:
+    """Run the calibration a config's ``model.calibrate`` block describes."""
+    spec = check_model_section(cfg.model)
+    c = spec.calibrate
+    path = Path(os.path.normpath(resolve_path(cfg, c.data)))
+    result = calibrate(
+        _load(path, c),
+        model=spec.kind,
+        dist=spec.dist or "normal",
+        gjr=c.gjr,
+        steps_per_day=cfg.steps_per_day,
+        fixed=spec.fixed,
+        warmup=c.warmup,
+        samples=c.samples,
+        chains=c.chains,
+        key=calibration_key(cfg, spec),
+        target_accept=c.target_accept,
+        frequency=c.frequency,
+        start=c.start,
+        end=c.end,
+    )
+    result.summary["data"] = str(path)
+    result.summary["diagnostics"]["seed"] = c.seed if c.seed is not None else cfg.seed
+    return result, spec
+
+
+def _load(path: Any, c: Any) -> Any:
+    from levopt.data.load import load_prices
+
+    df = load_prices(
+        path,
+        timestamp_col=c.timestamp_column,
+        price_col=c.column,
+        fmt=c.format,
+        drop_last_partial=c.drop_last_partial,
+    )
+    df.attrs["source"] = str(path)
+    return df
+
+
+def model_from_calibration(cfg: Config, dtype: Any) -> tuple[PathModel, int | None, dict[str, Any]]:
+    """Calibrate the config's model to its data and build the path model to simulate.
+
+    Called by :func:`levopt.runner.build` when ``model`` has a ``calibrate`` key.
+
+    Returns:
+        ``(model, n_draws, summary)``. With ``uncertainty: posterior`` every array leaf of the
+        model has a leading axis of ``n_draws`` posterior draws (path p simulates draw
+        p % n_draws), so the simulation integrates over parameter uncertainty; with
+        ``uncertainty: mean`` the model holds the posterior means and ``n_draws`` is None.
+        ``summary`` is the calibration summary (posterior mean, sd, 5%/95% quantiles, r̂, ESS
+        per parameter, diagnostics, data).
+    """
+    result, spec = calibrate_config(cfg)
+    model = result.to_model(
+        spec.uncertainty, dtype, initial_variance=spec.calibrate.initial_variance, h0=spec.h0
+    )
+    summary = dict(result.summary)
+    summary["uncertainty"] = spec.uncertainty
+    n_draws = result.n_draws if spec.uncertainty == "posterior" else None
+    return model, n_draws, summary

@@ -1,0 +1,111 @@
+"""``levopt data``: fetch price history through ccxt into a Parquet cache, and check data files.
+
+Module-level imports are kept light (typer only); pandas and ccxt load when a command runs.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+data_app = typer.Typer(
+    help="Price data: fetch OHLCV bars and funding rates through ccxt (cached in Parquet), check files.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+def _echo(message: str) -> None:
+    typer.echo(message, err=True)
+
+
+@data_app.command("fetch")
+def fetch(
+    symbol: Annotated[
+        str, typer.Option("--symbol", help="ccxt market symbol, e.g. BTC/USDT.", show_default=False)
+    ],
+    out: Annotated[
+        Path,
+        typer.Option("--out", help="Parquet cache file; an existing one is extended.", show_default=False),
+    ],
+    exchange: Annotated[str, typer.Option("--exchange", help="ccxt exchange id.")] = "binance",
+    timeframe: Annotated[
+        str, typer.Option("--timeframe", help="Bar length: 1m, 15m, 1h, 4h, 1d, 1w.")
+    ] = "1d",
+    since: Annotated[str, typer.Option("--since", help="First bar (UTC date or datetime).")] = "2020-01-01",
+    until: Annotated[
+        Optional[str], typer.Option("--until", help="Stop before this time (default: now).")  # noqa: UP045
+    ] = None,
+    funding: Annotated[
+        bool, typer.Option("--funding", help="Also fetch the perpetual's funding-rate history.")
+    ] = False,
+    funding_symbol: Annotated[
+        Optional[str],  # noqa: UP045
+        typer.Option(
+            "--funding-symbol", help="Perpetual symbol for --funding (default: BTC/USDT -> BTC/USDT:USDT)."
+        ),
+    ] = None,
+    funding_out: Annotated[
+        Optional[Path],  # noqa: UP045
+        typer.Option("--funding-out", help="Funding cache file (default: <out>_funding.parquet)."),
+    ] = None,
+    limit: Annotated[int, typer.Option("--limit", min=1, help="Bars per request.")] = 1000,
+) -> None:
+    """Download OHLCV bars (and funding rates) into a Parquet file; re-running resumes after its last bar."""
+    from levopt.data.fetch import (
+        make_exchange,
+        perpetual_symbol,
+        timeframe_ms,
+        update_funding_cache,
+        update_ohlcv_cache,
+    )
+
+    timeframe_ms(timeframe)  # validate before any request
+    ex = make_exchange(exchange)
+    bars, n_new = update_ohlcv_cache(ex, out, symbol, timeframe, since, until=until, limit=limit)
+    _echo(
+        f"{out}: {len(bars)} {timeframe} bars of {symbol} on {exchange} "
+        f"({bars.index[0]:%Y-%m-%d %H:%M} .. {bars.index[-1]:%Y-%m-%d %H:%M} UTC), {n_new} new"
+    )
+    if funding:
+        perp = funding_symbol or perpetual_symbol(symbol)
+        target = funding_out or out.with_name(f"{out.stem}_funding.parquet")
+        rates, n_rates = update_funding_cache(ex, target, perp, since, until=until, limit=limit)
+        _echo(f"{target}: {len(rates)} funding rates of {perp}, {n_rates} new")
+
+
+@data_app.command("info")
+def info(
+    path: Annotated[Path, typer.Argument(help="Price file (CSV, JSON or Parquet).", show_default=False)],
+    timestamp_col: Annotated[Optional[str], typer.Option("--timestamp-col")] = None,  # noqa: UP045
+    price_col: Annotated[Optional[str], typer.Option("--price-col")] = None,  # noqa: UP045
+) -> None:
+    """Load and validate a price file; print its range, bar length, gaps and return statistics."""
+    import numpy as np
+
+    from levopt.data.load import (
+        detect_gaps,
+        format_frequency,
+        infer_frequency,
+        load_prices,
+        log_returns,
+        years_of,
+    )
+
+    df = load_prices(path, timestamp_col=timestamp_col, price_col=price_col)
+    step = infer_frequency(df.index)
+    gaps = detect_gaps(df, step)
+    r = log_returns(df).to_numpy()
+    per_year = 1.0 / years_of(step)
+    typer.echo(f"{path.name}: {len(df)} rows, {format_frequency(step)} bars, {df.index[0]} .. {df.index[-1]}")
+    typer.echo(f"columns: {', '.join(df.columns)}")
+    typer.echo(
+        f"log-returns: annualized vol {np.std(r, ddof=1) * np.sqrt(per_year):.4f}, "
+        f"mean {np.mean(r) * per_year:.4f} a year (365-day year)"
+    )
+    typer.echo(f"gaps: {len(gaps)} ({int(gaps['missing'].sum()) if len(gaps) else 0} missing bars)")
+    for row in gaps.head(20).itertuples():
+        typer.echo(f"  {row.before} -> {row.after} ({row.missing} missing)")

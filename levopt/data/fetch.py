@@ -1,0 +1,282 @@
+"""Download OHLCV bars and funding rates through ccxt, cached in a Parquet file that later runs extend.
+
+ccxt is an optional dependency (``pip install 'levopt[fetch]'``); it is imported only here, when a
+fetch is requested. Everything below takes the exchange object as an argument, so tests drive it
+with a fake exchange and never touch the network.
+"""
+
+from __future__ import annotations
+
+import io
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from levopt.data.load import parse_frequency
+from levopt.errors import ConfigError, DataError, LevoptError
+from levopt.io import atomic_write_bytes
+
+OHLCV_COLUMNS = ("open", "high", "low", "close", "volume")
+MAX_PAGES = 100_000
+"""Safety bound on requests in one fetch (a buggy exchange that never advances cannot loop forever)."""
+
+
+class MissingDependencyError(LevoptError):
+    """An optional dependency is not installed; the message says how to install it."""
+
+
+class FetchError(LevoptError):
+    """The exchange refused or failed a request (network, rate limit, unknown symbol)."""
+
+
+def import_ccxt() -> Any:
+    """The ``ccxt`` module, or a one-line :class:`MissingDependencyError`."""
+    try:
+        import ccxt
+    except ImportError:
+        raise MissingDependencyError(
+            "fetching data needs ccxt, which is not installed: pip install ccxt (or the extra, pip install 'levopt[fetch]')"
+        ) from None
+    return ccxt
+
+
+def make_exchange(name: str) -> Any:
+    """A ccxt exchange instance with ccxt's own rate limiting enabled."""
+    ccxt = import_ccxt()
+    cls = getattr(ccxt, name, None)
+    if cls is None or not isinstance(cls, type):
+        known = getattr(ccxt, "exchanges", [])
+        hint = f" ({len(known)} known, e.g. binance, bybit, okx, kraken)" if known else ""
+        raise ConfigError("--exchange", f"unknown exchange {name!r}{hint}")
+    return cls({"enableRateLimit": True})
+
+
+def _call(exchange: Any, method: str, *args: Any, **kwargs: Any) -> Any:
+    """Call an exchange method, turning ccxt's errors into one-line :class:`FetchError`s."""
+    try:
+        return getattr(exchange, method)(*args, **kwargs)
+    except Exception as exc:
+        ccxt_base = _ccxt_base_error()
+        if ccxt_base is not None and isinstance(exc, ccxt_base):
+            first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise FetchError(f"{_exchange_id(exchange)} {method}: {type(exc).__name__}: {first}") from None
+        raise
+
+
+def _ccxt_base_error() -> type[BaseException] | None:
+    import sys
+
+    module = sys.modules.get("ccxt")
+    return getattr(module, "BaseError", None) if module is not None else None
+
+
+def _exchange_id(exchange: Any) -> str:
+    return str(getattr(exchange, "id", type(exchange).__name__))
+
+
+def timeframe_ms(timeframe: str) -> int:
+    """Length of a ccxt timeframe string ('1m', '4h', '1d', '1w') in milliseconds."""
+    try:
+        return int(parse_frequency(timeframe).total_seconds() * 1000)
+    except DataError:
+        raise ConfigError(
+            "--timeframe", f"cannot read {timeframe!r}; use e.g. 1m, 15m, 1h, 4h, 1d, 1w"
+        ) from None
+
+
+def to_ms(when: str | pd.Timestamp | int) -> int:
+    """Milliseconds since the epoch of a date string (UTC), a Timestamp, or ms already."""
+    if isinstance(when, int | np.integer):
+        return int(when)
+    ts = pd.Timestamp(when)
+    ts = ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
+    return int(ts.value // 1_000_000)
+
+
+def fetch_ohlcv_history(
+    exchange: Any,
+    symbol: str,
+    timeframe: str,
+    since: str | int,
+    *,
+    until: str | int | None = None,
+    limit: int = 1000,
+    now_ms: int | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> pd.DataFrame:
+    """All complete bars from ``since`` (inclusive) to ``until`` (exclusive), page by page.
+
+    Each request asks for ``limit`` bars starting at the bar after the last one received, until
+    the exchange returns nothing new. The bar still open at ``now_ms`` (default: the clock) is
+    left out, so a cache never holds a partial bar.
+
+    Returns:
+        DataFrame indexed by UTC bar open time with float columns open, high, low, close, volume.
+    """
+    if not getattr(exchange, "has", {}).get("fetchOHLCV", True):
+        raise FetchError(f"{_exchange_id(exchange)} does not provide OHLCV bars (fetchOHLCV)")
+    step = timeframe_ms(timeframe)
+    start = to_ms(since)
+    stop = to_ms(until) if until is not None else None
+    now = int(time.time() * 1000) if now_ms is None else now_ms
+    rows: list[list[float]] = []
+    cursor = start
+    for _ in range(MAX_PAGES):
+        batch = _call(exchange, "fetch_ohlcv", symbol, timeframe, since=cursor, limit=limit)
+        batch = [list(b[:6]) for b in batch or [] if b[0] >= cursor]
+        batch = [b for b in batch if (stop is None or b[0] < stop) and b[0] + step <= now]
+        if not batch:
+            break
+        rows.extend(batch)
+        cursor = int(batch[-1][0]) + step
+        if progress is not None:
+            progress(len(rows), cursor)
+        if stop is not None and cursor >= stop:
+            break
+    return _ohlcv_frame(rows)
+
+
+def _ohlcv_frame(rows: list[list[float]]) -> pd.DataFrame:
+    arr = np.asarray(rows, dtype=float).reshape(-1, 6)
+    index = pd.DatetimeIndex(
+        pd.to_datetime(arr[:, 0].astype(np.int64), unit="ms", utc=True), name="timestamp"
+    )
+    df = pd.DataFrame(arr[:, 1:], index=index, columns=list(OHLCV_COLUMNS))
+    return df[~df.index.duplicated(keep="last")].sort_index()
+
+
+def fetch_funding_history(
+    exchange: Any,
+    symbol: str,
+    since: str | int,
+    *,
+    until: str | int | None = None,
+    limit: int = 1000,
+) -> pd.Series:
+    """Funding-rate events from ``since`` on, paginated like :func:`fetch_ohlcv_history`.
+
+    Returns:
+        Series ``funding_rate`` (decimal per funding interval) indexed by UTC event time.
+    """
+    if not getattr(exchange, "has", {}).get("fetchFundingRateHistory"):
+        raise FetchError(
+            f"{_exchange_id(exchange)} has no funding-rate history in ccxt (fetchFundingRateHistory); "
+            "drop --funding or use an exchange with perpetuals (binance, bybit, okx)"
+        )
+    cursor = to_ms(since)
+    stop = to_ms(until) if until is not None else None
+    times: list[int] = []
+    rates: list[float] = []
+    for _ in range(MAX_PAGES):
+        batch = _call(exchange, "fetch_funding_rate_history", symbol, since=cursor, limit=limit)
+        batch = [b for b in batch or [] if b.get("timestamp") is not None and b["timestamp"] >= cursor]
+        batch = [b for b in batch if stop is None or b["timestamp"] < stop]
+        if not batch:
+            break
+        times.extend(int(b["timestamp"]) for b in batch)
+        rates.extend(float(b["fundingRate"]) for b in batch)
+        cursor = int(batch[-1]["timestamp"]) + 1
+    index = pd.DatetimeIndex(
+        pd.to_datetime(np.asarray(times, dtype=np.int64), unit="ms", utc=True), name="timestamp"
+    )
+    out = pd.Series(np.asarray(rates, dtype=float), index=index, name="funding_rate")
+    return out[~out.index.duplicated(keep="last")].sort_index()
+
+
+def _write_parquet(path: Path, frame: pd.DataFrame, attrs: dict[str, Any]) -> None:
+    frame = frame.copy()
+    frame.attrs = dict(attrs)
+    buf = io.BytesIO()
+    frame.to_parquet(buf)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def _read_cache(path: Path, attrs: dict[str, Any]) -> pd.DataFrame | None:
+    if not path.exists():
+        return None
+    try:
+        cached = pd.read_parquet(path)
+    except Exception as exc:
+        raise DataError(
+            f"{path.name}: cannot read the cached Parquet file ({exc}); delete it to refetch"
+        ) from None
+    for key, value in attrs.items():
+        if key in cached.attrs and cached.attrs[key] != value:
+            raise DataError(
+                f"{path.name}: holds {key} {cached.attrs[key]!r}, not {value!r}; use another --out file or delete it"
+            )
+    if not isinstance(cached.index, pd.DatetimeIndex):
+        raise DataError(f"{path.name}: not a levopt price cache (no timestamp index); use another --out file")
+    cached.index = cached.index.as_unit("ns")
+    return cached
+
+
+def update_ohlcv_cache(
+    exchange: Any,
+    out: str | Path,
+    symbol: str,
+    timeframe: str,
+    since: str | int,
+    *,
+    until: str | int | None = None,
+    limit: int = 1000,
+    now_ms: int | None = None,
+) -> tuple[pd.DataFrame, int]:
+    """Fetch bars into the Parquet file ``out``, resuming after its last bar if it exists.
+
+    Returns:
+        (all bars in the file after the update, number of new bars).
+    """
+    out = Path(out)
+    attrs = {"exchange": _exchange_id(exchange), "symbol": symbol, "timeframe": timeframe}
+    cached = _read_cache(out, attrs)
+    start = to_ms(since)
+    if cached is not None and len(cached):
+        start = max(start, int(cached.index[-1].value // 1_000_000) + timeframe_ms(timeframe))
+    new = fetch_ohlcv_history(exchange, symbol, timeframe, start, until=until, limit=limit, now_ms=now_ms)
+    frames = [f for f in (cached, new) if f is not None and len(f)]
+    if not frames:
+        raise FetchError(f"{attrs['exchange']} returned no {timeframe} bars for {symbol} since {since}")
+    merged = pd.concat(frames)
+    merged = merged[~merged.index.duplicated(keep="last")].sort_index()
+    _write_parquet(out, merged, attrs)
+    return merged, len(new)
+
+
+def update_funding_cache(
+    exchange: Any,
+    out: str | Path,
+    symbol: str,
+    since: str | int,
+    *,
+    until: str | int | None = None,
+    limit: int = 1000,
+) -> tuple[pd.Series, int]:
+    """Fetch funding rates into the Parquet file ``out`` (column ``funding_rate``), resuming."""
+    out = Path(out)
+    attrs = {"exchange": _exchange_id(exchange), "symbol": symbol, "kind": "funding"}
+    cached = _read_cache(out, attrs)
+    start = to_ms(since)
+    if cached is not None and len(cached):
+        start = max(start, int(cached.index[-1].value // 1_000_000) + 1)
+    new = fetch_funding_history(exchange, symbol, start, until=until, limit=limit)
+    parts = [
+        s for s in ((cached["funding_rate"] if cached is not None else None), new) if s is not None and len(s)
+    ]
+    if not parts:
+        raise FetchError(f"{attrs['exchange']} returned no funding rates for {symbol} since {since}")
+    merged = pd.concat(parts)
+    merged = merged[~merged.index.duplicated(keep="last")].sort_index()
+    _write_parquet(out, merged.to_frame("funding_rate"), attrs)
+    return merged, len(new)
+
+
+def perpetual_symbol(symbol: str) -> str:
+    """The ccxt linear-perpetual symbol of a spot pair: 'BTC/USDT' -> 'BTC/USDT:USDT'."""
+    if ":" in symbol or "/" not in symbol:
+        return symbol
+    return f"{symbol}:{symbol.split('/')[1]}"
