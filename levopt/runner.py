@@ -177,8 +177,11 @@ def _metric_report(problem: Problem, outcome: Outcome, extra: dict[str, tuple[st
     return {"metrics": metrics, "stderr": stderr}
 
 
-def run(config: Config | dict | str | Path) -> dict[str, Any]:
+def run(config: Config | dict | str | Path, *, profiles: bool = True) -> dict[str, Any]:
     """Optimize the config's policy (``objective`` + ``optimizer``) and evaluate it out of sample.
+
+    With ``profiles`` the result also holds ``trajectories`` (equity and leverage quantiles over
+    time) and ``leverage_profile`` (growth and risk with the policy's leverage scaled), for plots.
 
     Returns:
         ``{"policy", "in_sample", "out_of_sample", "constraints", "optimizer", "config", "seed",
@@ -230,8 +233,11 @@ def run(config: Config | dict | str | Path) -> dict[str, Any]:
         "config": cfg.resolved(),
         "seed": cfg.seed,
         "versions": versions(),
-        "trajectories": trajectory_quantiles(problem, policy, profile_key),
-        "leverage_profile": leverage_profile(problem, policy, profile_key),
+        **(
+            {"trajectories": trajectory_quantiles(problem, policy, profile_key),
+             "leverage_profile": leverage_profile(problem, policy, profile_key)}
+            if profiles else {}
+        ),
         "timings": {"total_s": time.perf_counter() - t0},
         **({"calibration": problem.calibration} if problem.calibration is not None else {}),
     }

@@ -152,14 +152,15 @@ def optimize_gradient(
     converged, last_params, last_violation = False, None, np.inf
     it = 0
     while it < opt.steps:
-        new_theta, losses, finite, (f, values, g, eq) = _block(setup, theta, lam, mu, rho, noise, data)
-        _check_finite(np.asarray(losses), np.asarray(finite), it, names)
-        it += opt.inner_steps
+        new_theta, losses, finite, n_run, (f, values, g, eq) = _block(setup, theta, lam, mu, rho, noise, data)
+        ran = np.asarray(losses)[: int(n_run)]
+        _check_finite(ran, np.asarray(finite)[: int(n_run)], it, names)
+        it += int(n_run)
         theta = new_theta
         g_np = np.asarray(g)
         violation = max(float(np.max(g_np, initial=0.0)), abs(float(eq)))
         history.append(
-            {"step": it, "objective": float(f), "lagrangian": float(losses[-1]), "max_violation": violation,
+            {"step": it, "objective": float(f), "lagrangian": float(ran[-1]), "max_violation": violation,
              "constraints": dict(zip(labels, np.asarray(values).tolist(), strict=True)),
              **({"budget_residual": float(eq)} if terms.budget is not None else {})}
         )
@@ -261,26 +262,45 @@ def _lagrangian(s: _Setup, theta, lam, mu, rho, noise, d: _Data):
     return -s.sign * f + penalty
 
 
+GRAD_TOL = 1e-9
+"""An inner block stops early once max |gradient| <= GRAD_TOL * (1 + |Lagrangian|)."""
+
+
 @partial(jax.jit, static_argnums=0)
 def _block(s: _Setup, theta, lam, mu, rho, noise, d: _Data):
-    """``inner_steps`` iterations on the augmented Lagrangian for fixed multipliers."""
+    """Up to ``inner_steps`` iterations on the augmented Lagrangian for fixed multipliers.
+
+    Returns the new parameters, the Lagrangian per iteration, whether each iteration's gradient
+    was finite per parameter, the number of iterations run and the metrics at the new parameters.
+    """
     fun = lambda th: _lagrangian(s, th, lam, mu, rho, noise, d)  # noqa: E731
     if s.solver == "lbfgs":
-        tx = optax.lbfgs()
+        tx = optax.lbfgs(linesearch=optax.scale_by_zoom_linesearch(max_linesearch_steps=15))
         value_and_grad = optax.value_and_grad_from_state(fun)
     else:
         tx = optax.adam(s.learning_rate)
         value_and_grad = lambda th, state: jax.value_and_grad(fun)(th)  # noqa: E731
+    dtype = jnp.dtype(s.dtype)
+    losses0 = jnp.full((s.inner_steps,), jnp.nan, dtype)
+    finite0 = jnp.ones((s.inner_steps, len(s.names)), bool)
 
-    def one(carry, _):
-        th, state = carry
+    def cond(carry):
+        i, _, _, _, _, small = carry
+        return (i < s.inner_steps) & ~small
+
+    def body(carry):
+        i, th, state, losses, finite, _ = carry
         value, grad = value_and_grad(th, state=state)
-        finite = jnp.stack([jnp.all(jnp.isfinite(grad[n])) for n in s.names])
-        updates, state = tx.update(grad, state, th, value=value, grad=grad, value_fn=fun)
-        return (optax.apply_updates(th, updates), state), (value, finite)
+        ok = jnp.stack([jnp.all(jnp.isfinite(grad[n])) for n in s.names])
+        gmax = jnp.max(jnp.stack([jnp.max(jnp.abs(grad[n])) for n in s.names]))
+        small = (gmax <= GRAD_TOL * (1 + jnp.abs(value))) | ~jnp.all(ok) | ~jnp.isfinite(value)
+        updates, new_state = tx.update(grad, state, th, value=value, grad=grad, value_fn=fun)
+        new_th = jax.tree.map(lambda a, b: jnp.where(small, a, b), th, optax.apply_updates(th, updates))
+        return i + 1, new_th, new_state, losses.at[i].set(value), finite.at[i].set(ok), small
 
-    (theta, _), (values, finite) = jax.lax.scan(one, (theta, tx.init(theta)), length=s.inner_steps)
-    return theta, values, finite, _evaluate(s, theta, noise, d)
+    init = (jnp.zeros((), jnp.int32), theta, tx.init(theta), losses0, finite0, jnp.zeros((), bool))
+    n_run, theta, _, losses, finite, _ = jax.lax.while_loop(cond, body, init)
+    return theta, losses, finite, n_run, _evaluate(s, theta, noise, d)
 
 
 def _check_finite(losses: np.ndarray, finite: np.ndarray, done: int, names: list[str]) -> None:
