@@ -181,7 +181,9 @@ def simulate(
         lev = f(lev_arr)
     else:
         if lev_arr.shape != (steps,):
-            raise ValueError(f"leverage must be a number or a ({steps},) array of targets, got shape {lev_arr.shape}")
+            raise ValueError(
+                f"leverage must be a number or a ({steps},) array of targets, got shape {lev_arr.shape}"
+            )
         lev_steps = lev_arr
         lev = lev_steps[0]
     tiny = np.finfo(f).tiny

@@ -13,9 +13,11 @@ from levopt.errors import ConfigError, DataError, InfeasibleError, LevoptError, 
 from levopt.objectives import METRICS, objective  # noqa: E402
 from levopt.paths import MODELS, register_model  # noqa: E402
 from levopt.policies import POLICIES, register_policy  # noqa: E402
-from levopt.runner import build, evaluate, simulate  # noqa: E402
+from levopt.runner import build, evaluate, run, simulate  # noqa: E402
+from levopt.sweep import run_sweep  # noqa: E402
 
 __all__ = [
     "METRICS", "MODELS", "POLICIES", "Config", "ConfigError", "DataError", "InfeasibleError", "LevoptError",
-    "SolverError", "build", "evaluate", "load_config", "objective", "register_model", "register_policy", "simulate",
+    "SolverError", "build", "evaluate", "load_config", "objective", "register_model", "register_policy", "run",
+    "run_sweep", "simulate",
 ]
