@@ -21,7 +21,7 @@ from pydantic import (
 from levopt.engine.market import MarketConfig
 from levopt.errors import ConfigError
 from levopt.paths import MODELS
-from levopt.policies import POLICIES, FreeParam, PolicyConfig
+from levopt.policies import POLICIES, PolicyConfig
 
 
 def format_validation_error(exc: ValidationError, prefix: str = "") -> ConfigError:
@@ -150,26 +150,6 @@ def validate_section(section: dict[str, Any], schema: type[BaseModel], prefix: s
         raise format_validation_error(exc, prefix) from None
 
 
-def check_opening(cfg: Config) -> None:
-    """Reject a static position that the maintenance margin would liquidate at once."""
-    policy = cfg.policy_config_typed()
-    spec = getattr(policy, "leverage", None) or getattr(policy, "weights", None)
-    if spec is None:
-        return
-    values = spec.init if isinstance(spec, FreeParam) else spec
-    gross = float(sum(abs(v) for v in values)) if isinstance(values, list) else abs(float(values))
-    mkt = cfg.market
-    equity = 1.0 - (mkt.fee + mkt.slippage) * gross
-    if gross > 0 and equity <= mkt.maintenance_margin * gross:
-        max_mm = equity / gross
-        raise ConfigError(
-            "market.maintenance_margin",
-            f"{mkt.maintenance_margin} liquidates a {gross:g}x position at open "
-            f"(equity after fees {equity:.4f} <= margin {mkt.maintenance_margin * gross:.4f}); "
-            f"allowed: < {max_mm:.4f} at this leverage, or lower the leverage",
-        )
-
-
 def set_dotted(data: dict[str, Any], dotted: str, value: Any) -> None:
     """``data['a']['b'] = value`` for ``dotted = 'a.b'``, creating intermediate mappings."""
     parts = dotted.split(".")
@@ -233,7 +213,6 @@ def load_config(source: str | Path | dict[str, Any] | Config, overrides: list[st
     cfg.model_config_typed()
     cfg.policy_config_typed()
     cfg.metric_specs()
-    check_opening(cfg)
     if base_dir is not None:
         cfg._base_dir = base_dir
     return cfg

@@ -14,7 +14,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from levopt.config import Config, load_config
-from levopt.engine import Market, Outcome, draw_noise, simulate_outcome, simulate_returns
+from levopt.engine import Market, Outcome, draw_noise, simulate_outcome_jit, simulate_returns
+from levopt.errors import ConfigError
 from levopt.objectives import Context, evaluate_metrics
 from levopt.paths import MODELS, PathModel
 from levopt.policies import POLICIES, Bounds, Policy
@@ -47,7 +48,7 @@ class Problem:
         self, key: jax.Array, policy: Policy | None = None, paths: int | None = None, noise: Any = None
     ) -> Outcome:
         cfg = self.cfg
-        return simulate_outcome(
+        return simulate_outcome_jit(
             key, self.model, self.policy if policy is None else policy, self.market,
             paths=paths or cfg.paths, steps=cfg.steps, dt=cfg.dt, dtype=self.dtype,
             ruin_floor=cfg.ruin_floor, chunk_size=cfg.chunk_size, n_draws=self.n_draws, noise=noise,
@@ -75,7 +76,31 @@ def build(config: Config | dict | str | Path) -> Problem:
         cfg.policy_config_typed(), model.n_assets, cfg.steps, cfg.dt, dtype, market=cfg.market
     )
     market = Market.from_config(cfg.market, dtype)
+    check_opening(cfg, policy)
     return Problem(cfg, model, policy, free, market, dtype, n_draws, calibration)
+
+
+def check_opening(cfg: Config, policy: Policy) -> None:
+    """Reject a position that the maintenance margin would liquidate at the opening trade.
+
+    Applies to policies holding explicit weights (constant, schedule: its first segment); the
+    opening of state-dependent policies is an outcome of the simulation.
+    """
+    weights = getattr(policy, "weights", None)
+    if weights is None:
+        return
+    opening = np.asarray(weights, float)
+    opening = opening if opening.ndim == 1 else opening.reshape(-1, opening.shape[-1])[0]
+    gross = float(np.sum(np.abs(opening)))
+    mkt = cfg.market
+    equity = 1.0 - (mkt.fee + mkt.slippage) * gross
+    if gross > 0 and equity <= mkt.maintenance_margin * gross:
+        raise ConfigError(
+            "market.maintenance_margin",
+            f"{mkt.maintenance_margin} liquidates a {gross:g}x position at open "
+            f"(equity after fees {equity:.4f} <= margin {mkt.maintenance_margin * gross:.4f}); "
+            f"allowed: < {equity / gross:.4f} at this leverage, or lower the leverage",
+        )
 
 
 def versions() -> dict[str, str]:
@@ -100,7 +125,7 @@ def evaluate(config: Config | dict | str | Path) -> dict[str, Any]:
     problem = build(config)
     cfg = problem.cfg
     t_build = time.perf_counter()
-    outcome = jax.block_until_ready(jax.jit(problem.simulate)(problem.key(STREAM_PATHS)))
+    outcome = jax.block_until_ready(problem.simulate(problem.key(STREAM_PATHS)))
     t_sim = time.perf_counter()
     metrics, stderr = evaluate_metrics(outcome, problem.ctx, cfg.metric_specs())
     t_end = time.perf_counter()
@@ -198,9 +223,7 @@ def run(config: Config | dict | str | Path, *, profiles: bool = True) -> dict[st
     policy = found.policy
     labelled = {c.label(): (c.metric, c.options) for c in objective.constraints if c.metric not in PARAMETER_CONSTRAINTS}
     labelled[objective.goal.label()] = (objective.goal.metric, objective.goal.options)
-    oos_outcome = jax.block_until_ready(
-        jax.jit(lambda k: problem.simulate(k, policy=policy))(problem.key(STREAM_OUT_OF_SAMPLE))
-    )
+    oos_outcome = jax.block_until_ready(problem.simulate(problem.key(STREAM_OUT_OF_SAMPLE), policy=policy))
     out_of_sample = _metric_report(problem, oos_outcome, labelled)
     _, where = _report_specs(problem, labelled)
     constraints = []

@@ -29,6 +29,7 @@ import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -154,11 +155,11 @@ def compute_point(config: dict[str, Any]) -> dict[str, Any]:
     return run(cfg) if cfg.objective is not None else evaluate(cfg)
 
 
-def compute_unit(configs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def compute_unit(configs: list[dict[str, Any]], pad_to: int = 1) -> list[dict[str, Any]]:
     """Results of a work unit: one optimized point, or evaluation points of one structure (batched)."""
     if len(configs) == 1 and configs[0].get("objective") is not None:
         return [compute_point(configs[0])]
-    return evaluate_batch([_problem(c) for c in configs])
+    return evaluate_batch([_problem(c) for c in configs], pad_to=pad_to)
 
 
 def _problem(config: dict[str, Any]) -> Any:
@@ -180,16 +181,36 @@ def _structure(problem: Any) -> tuple:
     )
 
 
-def evaluate_batch(problems: list[Any], devices: list[Any] | None = None) -> list[dict[str, Any]]:
+@partial(jax.jit, static_argnums=(2,))
+def _evaluate_stacked(key: jax.Array, stacked: Any, setup: tuple) -> Any:
+    """Metrics of stacked (model, policy, market) points; ``setup`` holds the static settings."""
+    from levopt.engine import simulate_outcome
+    from levopt.objectives import metric_arrays
+
+    paths, steps, dt, dtype, ruin_floor, chunk_size, n_draws, ctx, frozen = setup
+    specs = {label: (name, dict(opts)) for label, name, opts in frozen}
+
+    def one(item):
+        model, policy, market = item
+        outcome = simulate_outcome(
+            key, model, policy, market, paths=paths, steps=steps, dt=dt, dtype=dtype,
+            ruin_floor=ruin_floor, chunk_size=chunk_size, n_draws=n_draws,
+        )
+        return metric_arrays(outcome, ctx, specs)
+
+    return jax.vmap(one)(stacked)
+
+
+def evaluate_batch(problems: list[Any], devices: list[Any] | None = None, pad_to: int = 1) -> list[dict[str, Any]]:
     """Evaluate points of equal structure as one vmapped computation, sharded over ``devices``.
 
     Each point's numbers equal those of :func:`levopt.evaluate` on its own config: the same key
-    and the same per-path random numbers (common random numbers across points).
+    and the same per-path random numbers (common random numbers across points). The batch is
+    padded to a multiple of ``pad_to`` and of the device count, so equal batches share one program.
     """
     from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-    from levopt.engine import simulate_outcome
-    from levopt.objectives import metric_arrays
+    from levopt.objectives._base import _hashable
     from levopt.runner import STREAM_PATHS, versions
 
     first = problems[0]
@@ -197,25 +218,19 @@ def evaluate_batch(problems: list[Any], devices: list[Any] | None = None) -> lis
     specs = cfg.metric_specs()
     devices = devices or jax.devices()
     n = len(problems)
-    padded = math.ceil(n / len(devices)) * len(devices)
+    padded = math.ceil(max(n, pad_to) / len(devices)) * len(devices)
     items = [(p.model, p.policy, p.market) for p in problems]
     items += [items[-1]] * (padded - n)
     stacked = jax.tree.map(lambda *xs: jnp.stack(xs), *items)
     if len(devices) > 1:
         mesh = Mesh(np.asarray(devices), ("points",))
         stacked = jax.device_put(stacked, NamedSharding(mesh, PartitionSpec("points")))
-    key = first.key(STREAM_PATHS)
-
-    def one(item):
-        model, policy, market = item
-        outcome = simulate_outcome(
-            key, model, policy, market, paths=cfg.paths, steps=cfg.steps, dt=cfg.dt, dtype=first.dtype,
-            ruin_floor=cfg.ruin_floor, chunk_size=cfg.chunk_size, n_draws=first.n_draws,
-        )
-        return metric_arrays(outcome, first.ctx, specs)
-
+    setup = (
+        cfg.paths, cfg.steps, cfg.dt, first.dtype, cfg.ruin_floor, cfg.chunk_size, first.n_draws, first.ctx,
+        tuple((label, name, _hashable(options)) for label, (name, options) in specs.items()),
+    )
     t0 = time.perf_counter()
-    values, errors = jax.block_until_ready(jax.jit(jax.vmap(one))(stacked))
+    values, errors = jax.block_until_ready(_evaluate_stacked(first.key(STREAM_PATHS), stacked, setup))
     wall = (time.perf_counter() - t0) / n
     values, errors = jax.tree.map(np.asarray, (values, errors))
     out = []
@@ -284,6 +299,7 @@ class SweepRunner:
         self.address, self.limit, self.batch = address, limit, batch
         self.keys, self.points = expand(config)
         self.computed = 0
+        self._rows: dict[str, dict[str, Any]] = {}
         done = self.finished()
         if done and not resume:
             raise ConfigError(
@@ -326,11 +342,15 @@ class SweepRunner:
     def _store(self, point: Point, result: dict[str, Any]) -> None:
         write_json(self.point_file(point), result | {"sweep_point": {"index": point.index, "values": point.values}})
         self.computed += 1
+        self._rows[point.point_id] = result_row(point, result)
         self.write_table()
 
     def write_table(self) -> pd.DataFrame:
-        rows = [result_row(p, read_json(self.point_file(p))) for p in self.points if self.point_file(p).is_file()]
-        frame = pd.DataFrame(rows)
+        """Rewrite results.parquet (atomically) from every finished point."""
+        for p in self.points:
+            if p.point_id not in self._rows and self.point_file(p).is_file():
+                self._rows[p.point_id] = result_row(p, read_json(self.point_file(p)))
+        frame = pd.DataFrame([self._rows[p.point_id] for p in self.points if p.point_id in self._rows])
         if not frame.empty:
             frame = frame.sort_values("point").reset_index(drop=True)
         import io
@@ -340,50 +360,52 @@ class SweepRunner:
         atomic_write_bytes(self.out_dir / "results.parquet", buffer.getvalue())
         return frame
 
-    def units(self, todo: list[Point], parts: int = 1) -> list[list[Point]]:
-        """Work units: evaluation points grouped by structure (batches), optimized points alone."""
-        groups: dict[tuple, list[Point]] = {}
-        units: list[list[Point]] = []
+    def units(self, todo: list[Point], parts: int = 1) -> list[tuple[list[Point], int, list[Any] | None]]:
+        """Work units ``(points, pad_to, problems)``: evaluation points grouped by structure into
+        equal-size batches (one compiled program per group), optimized points alone."""
+        groups: dict[tuple, list[tuple[Point, Any]]] = {}
+        units: list[tuple[list[Point], int, list[Any] | None]] = []
         for p in todo:
             if p.config.get("objective") is not None:
-                units.append([p])
+                units.append(([p], 1, None))
                 continue
             problem = _problem(p.config)
-            groups.setdefault(_structure(problem), []).append(p)
+            groups.setdefault(_structure(problem), []).append((p, problem))
         for members in groups.values():
-            cfg = load_config({k: v for k, v in members[0].config.items() if k != "_base_dir"})
+            cfg = members[0][1].cfg
             size = self.batch or max(1, MAX_BATCH_PATHS // min(cfg.paths, cfg.chunk_size))
             size = min(size, math.ceil(len(members) / parts))
-            units.extend(members[i : i + size] for i in range(0, len(members), size))
+            size = math.ceil(len(members) / math.ceil(len(members) / size))
+            for i in range(0, len(members), size):
+                chunk = members[i : i + size]
+                units.append(([m[0] for m in chunk], size, [m[1] for m in chunk]))
         return units
 
     def _run_local(self, todo: list[Point], progress: Callable[[int, int], None] | None) -> None:
         devices = jax.devices()
         finished = 0
 
-        def work(i: int, unit: list[Point]) -> list[tuple[Point, dict[str, Any]]]:
-            if len(unit) > 1 or unit[0].config.get("objective") is None:
-                # Batches shard over all devices themselves.
-                return list(zip(unit, compute_unit([p.config for p in unit]), strict=True))
-            with jax.default_device(devices[i % len(devices)]):
-                return [(unit[0], compute_point(unit[0].config))]
-
-        units = self.units(todo)
-        batches = [u for u in units if len(u) > 1 or u[0].config.get("objective") is None]
-        singles = [u for u in units if u not in batches]
-        for unit in batches:
-            for point, result in work(0, unit):
+        def report(done: list[tuple[Point, dict[str, Any]]]) -> None:
+            nonlocal finished
+            for point, result in done:
                 self._store(point, result)
                 finished += 1
                 if progress:
                     progress(finished, len(todo))
+
+        def optimize_one(i: int, point: Point) -> list[tuple[Point, dict[str, Any]]]:
+            with jax.default_device(devices[i % len(devices)]):
+                return [(point, compute_point(point.config))]
+
+        units = self.units(todo)
+        for points, pad_to, problems in units:
+            if problems is not None:
+                # Batches shard over all devices themselves.
+                report(list(zip(points, evaluate_batch(problems, pad_to=pad_to), strict=True)))
+        singles = [points[0] for points, _, problems in units if problems is None]
         with ThreadPoolExecutor(max_workers=len(devices)) as pool:
-            for done in pool.map(lambda iu: work(*iu), enumerate(singles)):
-                for point, result in done:
-                    self._store(point, result)
-                    finished += 1
-                    if progress:
-                        progress(finished, len(todo))
+            for done in pool.map(lambda ip: optimize_one(*ip), enumerate(singles)):
+                report(done)
 
     def _run_ray(self, todo: list[Point], progress: Callable[[int, int], None] | None) -> None:
         import ray
@@ -394,11 +416,14 @@ class SweepRunner:
         try:
             workers = max(1, int(ray.cluster_resources().get("CPU", 1)))
             task = ray.remote(compute_unit)
-            pending = {task.remote([p.config for p in unit]): unit for unit in self.units(todo, parts=workers)}
+            pending = {
+                task.remote([p.config for p in points], pad_to): points
+                for points, pad_to, _ in self.units(todo, parts=workers)
+            }
             finished = 0
             while pending:
                 ready, _ = ray.wait(list(pending), num_returns=1)
-                unit = pending.pop(ready[0])
+                points = pending.pop(ready[0])
                 try:
                     results = ray.get(ready[0])
                 except ray.exceptions.RayTaskError as exc:
@@ -406,7 +431,7 @@ class SweepRunner:
                     if isinstance(cause, LevoptError):
                         raise cause from None
                     raise
-                for point, result in zip(unit, results, strict=True):
+                for point, result in zip(points, results, strict=True):
                     self._store(point, result)
                     finished += 1
                     if progress:

@@ -8,7 +8,8 @@ from levopt.engine.simulate import (
     draw_noise,
     simulate_chunk,
     simulate_outcome,
+    simulate_outcome_jit,
     simulate_returns,
 )
 
-__all__ = ["BLOCK", "draw_noise", "Market", "MarketConfig", "Outcome", "Trajectory", "simulate_chunk", "simulate_outcome", "simulate_returns"]
+__all__ = ["BLOCK", "draw_noise", "Market", "MarketConfig", "Outcome", "Trajectory", "simulate_chunk", "simulate_outcome", "simulate_outcome_jit", "simulate_returns"]

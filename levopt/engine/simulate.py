@@ -375,6 +375,12 @@ def simulate_outcome(
     return jax.tree.map(lambda a: a[:paths], out)
 
 
+simulate_outcome_jit = jax.jit(
+    simulate_outcome, static_argnames=("paths", "steps", "dt", "dtype", "ruin_floor", "chunk_size", "n_draws")
+)
+""":func:`simulate_outcome` compiled once per shape and setting, reused across calls."""
+
+
 def draw_noise(key: Array, model: PathModel, *, paths: int, steps: int, dtype: Any, n_draws: int | None = None) -> Any:
     """All the noise of ``paths`` paths (rounded up to whole blocks), leading axes ``(steps, paths)``."""
     n_blocks = math.ceil(paths / BLOCK)

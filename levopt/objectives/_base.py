@@ -12,6 +12,7 @@ from __future__ import annotations
 import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import jax
@@ -111,9 +112,19 @@ def metric_arrays(
     return values, errors
 
 
+def _hashable(options: dict[str, Any]) -> tuple:
+    return tuple(sorted((k, tuple(v) if isinstance(v, list) else v) for k, v in options.items()))
+
+
+@partial(jax.jit, static_argnums=(1, 2))
+def _metric_arrays_jit(outcome: Outcome, ctx: Context, frozen: tuple) -> tuple[dict[str, Array], dict[str, Array]]:
+    return metric_arrays(outcome, ctx, {label: (name, dict(opts)) for label, name, opts in frozen})
+
+
 def evaluate_metrics(
     outcome: Outcome, ctx: Context, specs: dict[str, tuple[str, dict[str, Any]]]
 ) -> tuple[dict[str, float], dict[str, float]]:
     """Values and standard errors of several metrics as floats, in the order of ``specs``."""
-    values, errors = jax.jit(lambda o: metric_arrays(o, ctx, specs))(outcome)
+    frozen = tuple((label, name, _hashable(options)) for label, (name, options) in specs.items())
+    values, errors = _metric_arrays_jit(outcome, ctx, frozen)
     return {k: float(values[k]) for k in specs}, {k: float(errors[k]) for k in specs}

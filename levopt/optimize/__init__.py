@@ -50,7 +50,7 @@ def optimize_policy(problem: Any, objective: ObjectiveConfig) -> Found:
         paths = opt.paths or min(problem.cfg.paths, 20_000)
         labelled = {c.label(): (c.metric, c.options) for c in objective.constraints if c.metric not in PARAMETER_CONSTRAINTS}
         labelled[objective.goal.label()] = (objective.goal.metric, objective.goal.options)
-        outcome = jax.jit(lambda k: problem.simulate(k, policy=res.policy, paths=paths))(key)
+        outcome = problem.simulate(key, policy=res.policy, paths=paths)
         return Found(
             res.policy, res.params, _metric_report(problem, outcome, labelled) | {"paths": paths},
             {"method": "optax", "iterations": res.iterations, "converged": res.converged, "wall_s": res.wall_s,
