@@ -152,7 +152,8 @@ def compute_point(config: dict[str, Any]) -> dict[str, Any]:
     base_dir = data.pop("_base_dir", ".")
     cfg = load_config(data)
     cfg._base_dir = base_dir
-    return run(cfg) if cfg.objective is not None else evaluate(cfg)
+    # Sweep points skip the plot-only profiles: the sweep's own plots read results.parquet.
+    return run(cfg, profiles=False) if cfg.objective is not None else evaluate(cfg)
 
 
 def compute_unit(configs: list[dict[str, Any]], pad_to: int = 1) -> list[dict[str, Any]]:

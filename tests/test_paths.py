@@ -118,12 +118,16 @@ def test_float32_matches_float64_within_mc_error():
 
 
 @pytest.mark.parametrize("kind", MODELS.names())
-def test_every_model_works_under_jit_vmap_grad(kind):
+def test_every_model_works_under_jit_vmap_grad(kind, tmp_path):
     """Conformance: deterministic given a key, right shapes, differentiable in its parameters."""
+    returns = tmp_path / "returns.csv"
+    rng = np.random.default_rng(0)
+    returns.write_text("btc\n" + "\n".join(f"{r:.6f}" for r in rng.normal(0.001, 0.03, 200)))
     defaults = {
         "gbm": {"mu": 0.1, "sigma": 0.5},
         "merton": {"mu": 0.1, "sigma": 0.5, "lam": 3.0, "jump_mean": -0.05, "jump_std": 0.1},
         "garch": {"omega": 2e-5, "alpha": 0.1, "beta": 0.85, "dist": "t", "nu": 5.0},
+        "bootstrap": {"data": str(returns), "block": 5},
     }
     cfg = make_config(paths=256, horizon_days=5, model={"kind": kind, **defaults[kind]})
     model = levopt.build(cfg).model

@@ -248,8 +248,9 @@ def _evaluate(s: _Setup, theta: dict[str, jax.Array], noise: Any, d: _Data):
     f = get_metric(s.goal[0]).value(outcome, ctx, **dict(s.goal[1]))
     values = [get_metric(name).value(outcome, ctx, **dict(opts)) for name, opts in s.constraints]
     weights = getattr(policy, "weights", None)
-    values += [jnp.max(jnp.sum(jnp.abs(jnp.atleast_2d(weights)), axis=-1))] * s.n_gross
-    eq = jnp.sum(weights) - d.budget if s.has_budget else jnp.zeros((), dtype)
+    if s.n_gross:
+        values += [jnp.max(jnp.sum(jnp.abs(jnp.atleast_2d(weights)), axis=-1))] * s.n_gross
+    eq = jnp.sum(weights) - d.budget if s.has_budget and weights is not None else jnp.zeros((), dtype)
     stacked = jnp.stack(values) if values else jnp.zeros((0,), dtype)
     g = d.signs * (stacked - d.limits) / d.scales
     return f, stacked, g, eq

@@ -65,7 +65,10 @@ class Garch(PathModel):
         h_{t+1} = \omega + (\alpha + \gamma\,1[\varepsilon_t < 0])\,h_t\varepsilon_t^2 + \beta h_t
 
     ``omega``, ``alpha``, ``beta``, ``gamma`` are in per-step variance units of decimal log-returns;
-    ``mu`` is annualized (the -h/2 term makes it the arithmetic drift, as for gbm). Shocks are
+    ``mu`` is annualized. With normal shocks the -h/2 term makes ``mu`` the arithmetic drift, as for
+    gbm. With Student-t shocks E[exp(sqrt(h) eps)] is infinite, so ``mu`` is the drift of the
+    log-price plus h/2 (the arithmetic drift of a normal model with the same variance), and
+    policies that read the model's drift see that value. Shocks are
     standard normal or Student-t scaled by sqrt((nu-2)/nu) to unit variance; with several assets
     they are correlated by ``corr`` (constant conditional correlation, a common chi-square mixing
     variable for t). The process starts at the unconditional variance omega / (1 - alpha - beta -
