@@ -71,84 +71,6 @@ def per_path_growth(cfg: dict[str, Any]) -> np.ndarray:
     return np.asarray(jax.jit(lambda k: log_growth(problem.simulate(k), problem.ctx))(key))
 
 
-def scalar_search(cfg: dict[str, Any], name: str) -> dict[str, Any]:
-    """Stand-in for ``levopt.runner.run`` when it fails on a policy without ``weights``.
-
-    Maximizes the same objective (log-growth on the optimizer's search paths, key ``STREAM_PATHS``,
-    subject to the liquidation cap) over the single free parameter ``name`` by a grid of 41 values
-    and a bounded scalar search around the best, then evaluates on the out-of-sample paths of
-    ``run`` (key ``STREAM_OUT_OF_SAMPLE``) and returns the same keys as ``run``.
-    """
-    import time
-
-    import equinox as eqx
-    from scipy.optimize import minimize_scalar
-
-    from levopt.objectives import evaluate_metrics
-    from levopt.objectives.metrics import liquidation_probability
-    from levopt.profiles import trajectory_quantiles
-    from levopt.runner import STREAM_PATHS
-
-    t0 = time.perf_counter()
-    spec = cfg["policy"][name]
-    cap = next(c["max"] for c in cfg["objective"]["constraints"] if c["metric"] == "liquidation_probability")
-    problem = levopt.build(cfg)
-    n = cfg["optimizer"]["paths"]
-    search_key, test_key = problem.key(STREAM_PATHS), problem.key(STREAM_OUT_OF_SAMPLE)
-
-    def with_value(v: float) -> Any:
-        return eqx.tree_at(lambda p: getattr(p, name), problem.policy, jax.numpy.asarray(v, problem.dtype))
-
-    @jax.jit
-    def in_sample(v):
-        o = problem.simulate(search_key, policy=with_value(v), paths=n)
-        return log_growth(o, problem.ctx).mean(), liquidation_probability(o, problem.ctx).mean()
-
-    def penalized(v: float) -> float:
-        g, q = (float(a) for a in in_sample(v))
-        return -g + 1e3 * max(0.0, q - cap)
-
-    grid = np.linspace(spec["min"], spec["max"], 41)
-    values = [penalized(v) for v in grid]
-    i = int(np.argmin(values))
-    lo, hi = grid[max(i - 1, 0)], grid[min(i + 1, grid.size - 1)]
-    best = float(minimize_scalar(penalized, bounds=(lo, hi), method="bounded", options={"xatol": 1e-4}).x)
-    policy = with_value(best)
-    specs = problem.cfg.metric_specs()
-    metrics, stderr = evaluate_metrics(
-        jax.jit(lambda k: problem.simulate(k, policy=policy))(test_key), problem.ctx, specs
-    )
-    ins, _ = evaluate_metrics(
-        jax.jit(lambda k: problem.simulate(k, policy=policy, paths=n))(search_key), problem.ctx, specs
-    )
-    return {
-        "policy": {name: best},
-        "in_sample": {"metrics": ins},
-        "out_of_sample": {"metrics": metrics, "stderr": stderr},
-        "optimizer": {
-            "method": "grid + bounded scalar search",
-            "iterations": 41,
-            "converged": True,
-            "wall_s": time.perf_counter() - t0,
-        },
-        "trajectories": trajectory_quantiles(problem, policy, test_key),
-    }
-
-
-def optimize(cfg: dict[str, Any], name: str) -> dict[str, Any]:
-    """``levopt.runner.run``; for vol_target, the scalar search when run hits the known failure."""
-    try:
-        return run(cfg)
-    except TypeError as exc:
-        if not name.startswith("vol_target") or "atleast_2d" not in str(exc):
-            raise
-        print(
-            f"levopt.runner.run failed on {name} ({exc}); using the scalar search on the same objective",
-            flush=True,
-        )
-        return scalar_search(cfg, "target_vol")
-
-
 def expected_vol_path(model: dict[str, Any], steps: int) -> np.ndarray:
     """Annualized sqrt(E[h_t]), E[h_t] = hbar + (alpha + beta + gamma/2)^t (h0 - hbar), t = 0..steps."""
     persistence = model["alpha"] + model["beta"] + model.get("gamma", 0.0) / 2
@@ -311,7 +233,7 @@ def main() -> None:
     results, rows, growth = {}, [], {}
     for name in POLICIES:
         cfg = load(name, args.quick)
-        res = optimize(cfg, name)
+        res = run(cfg)
         results[name] = res
         oos, ins = res["out_of_sample"], res["in_sample"]
         rows.append(
