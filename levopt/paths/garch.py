@@ -56,6 +56,44 @@ class GarchConfig(ModelConfig):
         return self
 
 
+@jax.custom_jvp
+def standard_gamma(key: Array, a: Array) -> Array:
+    """Gamma(a, 1) draws for shapes a >= 1, elementwise (Marsaglia & Tsang 2000).
+
+    Whole arrays of proposals per round, repeated only while some element is still rejected
+    (acceptance >= 95% for a >= 1): several times faster on CPU than ``jax.random.gamma``, which
+    runs a loop per element. Differentiable in ``a`` by implicit reparameterization (the same
+    derivative ``jax.random.gamma`` uses).
+
+    Reference: G. Marsaglia, W. Tsang, "A simple method for generating gamma variables",
+    ACM TOMS 26 (2000).
+    """
+    d = a - 1.0 / 3.0
+    c = 1.0 / jnp.sqrt(9.0 * d)
+
+    def rejected_somewhere(state):
+        return ~jnp.all(state[2])
+
+    def propose(state):
+        i, out, done = state
+        kx, ku = jax.random.split(jax.random.fold_in(key, i))
+        x = jax.random.normal(kx, a.shape, a.dtype)
+        u = jax.random.uniform(ku, a.shape, a.dtype, minval=jnp.finfo(a.dtype).tiny)
+        v = (1.0 + c * x) ** 3
+        accept = (v > 0) & (jnp.log(u) < 0.5 * x**2 + d - d * v + d * jnp.log(jnp.where(v > 0, v, 1.0)))
+        return i + 1, jnp.where(~done & accept, d * v, out), done | accept
+
+    start = (jnp.zeros((), jnp.int32), jnp.zeros_like(a), jnp.zeros(a.shape, bool))
+    return jax.lax.while_loop(rejected_somewhere, propose, start)[1]
+
+
+@standard_gamma.defjvp
+def _standard_gamma_jvp(primals, tangents):
+    key, a = primals
+    x = standard_gamma(key, a)
+    return x, jax.lax.random_gamma_grad(a, x) * tangents[1]
+
+
 @register_model("garch")
 class Garch(PathModel):
     r"""GARCH(1,1) / GJR-GARCH on per-step log-returns.
@@ -116,8 +154,8 @@ class Garch(PathModel):
         if self.dist == "t":
             # w ~ chi2(nu)/nu, the mixing variable of the Student-t (shared by all assets).
             # `self.nu` is a scalar, or (n,) when each path carries its own parameter draw.
-            half_nu = jnp.broadcast_to(self.nu / 2, (n,))
-            out["w"] = jax.random.gamma(kw, half_nu, (n,), dtype) / half_nu
+            half_nu = jnp.broadcast_to(jnp.asarray(self.nu / 2, dtype), (n,))
+            out["w"] = standard_gamma(kw, half_nu) / half_nu
         return out
 
     def standardized_shock(self, noise: dict[str, Array]) -> Array:
