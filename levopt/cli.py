@@ -52,7 +52,10 @@ def evaluate(
     from levopt.io import write_json
     from levopt.runner import evaluate as run_evaluate
 
-    result = run_evaluate(load_config(config, set_ or []))
+    cfg = load_config(config, set_ or [])
+    if cfg.sweep is not None:
+        raise ConfigError("sweep", f"levopt evaluate runs one config; run the sweep with: levopt run {config} --out DIR")
+    result = run_evaluate(cfg)
     if out is not None:
         write_json(out, result)
     console.print(metrics_table(f"{config.name}: {result['config']['paths']} paths", result["metrics"], result["stderr"]))
