@@ -26,9 +26,7 @@ from __future__ import annotations
 import argparse
 import datetime as _dt
 import os
-import platform
 import statistics
-import subprocess
 import sys
 import time
 import warnings
@@ -39,6 +37,7 @@ HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
 NAME = "calibrate"
 
+import _common  # noqa: E402
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
@@ -184,22 +183,7 @@ def coverage_study(
 
 
 def machine() -> dict[str, Any]:
-    cpu = platform.processor() or platform.machine()
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
-        cpu = next(
-            (ln.split(":", 1)[1].strip() for ln in out.splitlines() if ln.startswith("Model name:")), cpu
-        )
-    except (OSError, subprocess.CalledProcessError):
-        pass
-    return {
-        "cpu": cpu,
-        "arch": platform.machine(),
-        "cores": os.cpu_count(),
-        "python": platform.python_version(),
-        "jax_backend": jax.default_backend(),
-        "load_average_1m": os.getloadavg()[0],
-    }
+    return _common.machine() | {"load_average_1m": os.getloadavg()[0]}
 
 
 def markdown(timing: dict[str, Any], coverage: dict[str, Any], mach: dict[str, Any], quick: bool) -> str:

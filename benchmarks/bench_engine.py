@@ -28,7 +28,6 @@ import datetime as _dt
 import hashlib
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -44,6 +43,7 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 import numpy_engine as ne  # noqa: E402
+from _common import finish, machine  # noqa: E402
 
 import levopt  # noqa: E402  (enables float64)
 
@@ -109,32 +109,6 @@ def numpy_case(case: str) -> tuple[ne.GBM | ne.Garch, float, int]:
         model = ne.Garch(m["mu"], m["omega"], m["alpha"], m["beta"], m.get("gamma", 0.0), m.get("nu"))
     rebalance = 0 if spec["rebalance"] == "never" else int(spec["rebalance"])
     return model, spec["leverage"], rebalance
-
-
-def machine() -> dict[str, Any]:
-    model_name = platform.processor() or platform.machine()
-    try:
-        for line in subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout.splitlines():
-            if line.startswith("Model name:"):
-                model_name = line.split(":", 1)[1].strip()
-    except (OSError, subprocess.CalledProcessError):
-        pass
-    mem_gib = None
-    try:
-        with open("/proc/meminfo") as f:
-            mem_gib = round(int(f.readline().split()[1]) / 2**20, 1)
-    except OSError:
-        pass
-    return {
-        "cpu": model_name,
-        "arch": platform.machine(),
-        "cores": os.cpu_count(),
-        "memory_gib": mem_gib,
-        "os": platform.platform(),
-        "python": platform.python_version(),
-        "jax_backend": jax.default_backend(),
-        "jax_devices": [str(d) for d in jax.devices()],
-    }
 
 
 def versions() -> dict[str, str]:
@@ -664,17 +638,7 @@ def main(argv: list[str] | None = None) -> int:
             if section in args.skip:
                 res.update({k: old[k] for k in keys if k in old})
         res["merged_from"] = {"date": old.get("date"), "sections": args.skip}
-    res["wall_s"] = time.perf_counter() - t_start
-    res["load_average_end"] = os.getloadavg()
-    res["markdown"] = markdown(res)
-    res["summary"] = summary(res)
-
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(res, indent=2, default=float) + "\n")
-    print()
-    print(res["markdown"])
-    print(f"wrote {args.out} ({res['wall_s']:.0f} s)")
-    return 0
+    return finish(res, args.out, t_start, markdown, summary)
 
 
 if __name__ == "__main__":

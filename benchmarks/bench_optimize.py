@@ -31,7 +31,6 @@ import argparse
 import contextlib
 import datetime as _dt
 import hashlib
-import json
 import math
 import os
 import statistics
@@ -50,7 +49,8 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 import numpy_engine as ne  # noqa: E402
-from bench_engine import GARCH_T, GBM, MARKET, machine, timed, versions  # noqa: E402
+from _common import finish, machine  # noqa: E402
+from bench_engine import GARCH_T, GBM, MARKET, timed, versions  # noqa: E402
 
 import levopt  # noqa: E402  (enables float64)
 from levopt.objectives import get_metric  # noqa: E402
@@ -509,16 +509,7 @@ def main(argv: list[str] | None = None) -> int:
         res["gradient"] = [bench_gradient(m, paths, steps, repeats, fd_params, args.fd_step) for m in MODELS]
     if "run" not in args.skip:
         res["run"] = bench_run(run_overrides, runs=2)
-    res["wall_s"] = time.perf_counter() - t_start
-    res["load_average_end"] = os.getloadavg()
-    res["markdown"] = markdown(res)
-    res["summary"] = summary(res)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(res, indent=2, default=_json_default) + "\n")
-    print()
-    print(res["markdown"])
-    print(f"wrote {args.out} ({res['wall_s']:.0f} s)")
-    return 0
+    return finish(res, args.out, t_start, markdown, summary, default=_json_default)
 
 
 def _json_default(x: Any) -> Any:

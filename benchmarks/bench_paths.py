@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as _dt
-import json
 import math
 import os
 import statistics
@@ -42,7 +41,8 @@ sys.path.insert(0, str(HERE))
 
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
-from bench_engine import machine, timed, versions  # noqa: E402
+from _common import finish, machine  # noqa: E402
+from bench_engine import timed, versions  # noqa: E402
 
 import levopt  # noqa: E402  (enables float64)
 from levopt.engine import simulate_returns  # noqa: E402
@@ -456,16 +456,7 @@ def main(argv: list[str] | None = None) -> int:
         res["throughput"] = bench_throughput(sizes, steps, repeats, dtypes)
     if "arch" not in args.skip:
         res["arch"] = bench_arch(["garch_normal", "gjr_t"], arch_n, arch_t, arch_repeats)
-    res["wall_s"] = time.perf_counter() - t_start
-    res["load_average_end"] = os.getloadavg()
-    res["markdown"] = markdown(res)
-    res["summary"] = summary(res)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(res, indent=2, default=float) + "\n")
-    print()
-    print(res["markdown"])
-    print(f"wrote {args.out} ({res['wall_s']:.0f} s)")
-    return 0
+    return finish(res, args.out, t_start, markdown, summary)
 
 
 if __name__ == "__main__":

@@ -404,7 +404,8 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     paths, steps = (2048, 30) if args.quick else (8192, 90)
 
-    from bench_engine import machine, versions
+    from _common import finish, machine
+    from bench_engine import versions
 
     res: dict[str, Any] = {
         "name": NAME,
@@ -435,15 +436,7 @@ def main(argv: list[str] | None = None) -> int:
     if "batching" in one:
         res["batching"] = one.pop("batching")
     print(f"  1 vs 2 devices identical: {res['identical']['identical']}", flush=True)
-    res["wall_s"] = time.perf_counter() - t_start
-    res["load_average_end"] = os.getloadavg()
-    res["markdown"] = markdown(res)
-    res["summary"] = summary(res)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(res, indent=2, default=float) + "\n")
-    print()
-    print(res["markdown"])
-    print(f"wrote {args.out} ({res['wall_s']:.0f} s)")
+    finish(res, args.out, t_start, markdown, summary)
     return 0 if res["identical"]["identical"] else 1
 
 
