@@ -142,10 +142,8 @@ def _run_sweep(cfg, out: Path, resume: bool, executor: str, address: str | None,
 
 
 def _write_report(out: Path) -> None:
-    try:
-        from levopt.report import make_report
-    except ImportError:
-        return
+    from levopt.report import make_report
+
     path = make_report(out)
     console.print(f"report: {path}")
 

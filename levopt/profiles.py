@@ -53,7 +53,7 @@ def leverage_profile(
     metrics = {n: get_metric(n) for n in names}
 
     def one(scale):
-        scaled = jax.tree_util.tree_map(lambda x: x, policy)
+        scaled = policy
         for n in field_names:
             scaled = _replace(scaled, n, getattr(policy, n) * scale)
         outcome = problem.simulate(key, policy=scaled, paths=paths)

@@ -175,11 +175,9 @@ def _report_params(problem: Problem, params: dict[str, np.ndarray]) -> dict[str,
 
 def _canonical(name: str, options: dict[str, Any]) -> tuple:
     """A metric with its options, defaults filled in (``cvar`` equals ``cvar(level=0.95)``)."""
-    import inspect as _inspect
-
     from levopt.objectives import get_metric
 
-    params = list(_inspect.signature(get_metric(name).fn).parameters.values())[2:]
+    params = list(inspect.signature(get_metric(name).fn).parameters.values())[2:]
     full = {p.name: p.default for p in params} | options
     return name, tuple(sorted(full.items()))
 

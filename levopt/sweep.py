@@ -444,13 +444,9 @@ class SweepRunner:
 
 def _check_reachable(address: str) -> None:
     """Fail fast, in one line, when a Ray head is not listening at ``host:port``."""
-    if address == "auto" or address.startswith("ray://"):
-        target = address.removeprefix("ray://")
-        if address == "auto":
-            return
-    else:
-        target = address
-    host, _, port = target.rpartition(":")
+    if address == "auto":
+        return
+    host, _, port = address.removeprefix("ray://").rpartition(":")
     if not host or not port.isdigit():
         raise ConfigError("--address", f"expected host:port (or ray://host:port, or auto), got {address!r}")
     try:

@@ -55,7 +55,7 @@ def test_cppi_keeps_equity_near_its_floor():
     equity = np.asarray(traj.equity)
     # Exposure 3 x cushion: a daily move of -d cuts the cushion by 3d, so the floor is breached only
     # by a one-day fall of a third of the position (about 7 daily sigmas at 80%/yr).
-    assert equity.min() > floor - 0.01
+    assert equity.min() >= floor
     lev = np.asarray(traj.leverage)
     cushion = (equity - floor) / equity
     np.testing.assert_allclose(lev[:-1], np.clip(3 * cushion[:-1], 0, 5), atol=1e-9)
@@ -79,12 +79,13 @@ def test_bootstrap_resamples_rows_in_blocks(tmp_path):
     flat = x[:, :, 0].reshape(-1)
     per_path = x[:, :, 0].mean(axis=1)
     assert abs(flat.mean() - data[:, 0].mean()) < Z * per_path.std(ddof=1) / math.sqrt(per_path.size)
-    # Consecutive steps continue a block (the next row) with probability 1 - 1/block.
+    # Consecutive steps continue a block (the next row) with probability 1 - 1/block, plus a restart
+    # that happens to land on the next row; each step decides afresh, so the indicators are i.i.d.
     index = {tuple(np.round(r, 12)): i for i, r in enumerate(data)}
     idx = np.array([[index[tuple(np.round(r, 12))] for r in path_rows] for path_rows in x[:400]])
     follows = (np.diff(idx, axis=1) % len(data)) == 1
     p = 1 - 1 / block + 1 / block / len(data)
-    assert abs(follows.mean() - p) < Z * math.sqrt(p * (1 - p) / follows.size) * 3  # steps within a path correlate
+    assert abs(follows.mean() - p) < Z * math.sqrt(p * (1 - p) / follows.size)
 
 
 def test_optimizing_vol_target_finds_the_kelly_volatility():

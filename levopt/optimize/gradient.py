@@ -181,7 +181,7 @@ def optimize_gradient(
     policy = _policy_of(setup, theta, problem.policy)
     params = {n: np.asarray(getattr(policy, n)) for n in names}
     result = GradientResult(params, policy, it, converged, time.perf_counter() - t0, history)
-    _check_feasible(problem, terms, opt, result, key, paths)
+    _check_feasible(problem, terms, opt, result, key)
     return result
 
 
@@ -318,7 +318,7 @@ def _check_finite(losses: np.ndarray, finite: np.ndarray, done: int, names: list
             raise SolverError(f"the objective became {losses[i]} at step {step}; check the model and the bounds")
 
 
-def _check_feasible(problem: Any, terms: _Terms, opt: OptaxConfig, result: GradientResult, key: jax.Array, paths: int) -> None:
+def _check_feasible(problem: Any, terms: _Terms, opt: OptaxConfig, result: GradientResult, key: jax.Array) -> None:
     """Raise InfeasibleError when a violated constraint cannot be met at all by the policy."""
     last = result.history[-1]["constraints"] if result.history else {}
     for c in terms.outcome_constraints:
@@ -329,9 +329,9 @@ def _check_feasible(problem: Any, terms: _Terms, opt: OptaxConfig, result: Gradi
             {("minimize" if c.sense == "max" else "maximize"): {"metric": c.metric, **c.options}}
         )
         best = optimize_gradient(
-            problem, alone, opt.model_copy(update={"steps": min(opt.steps, 300)}), key=key
-        ) if terms.outcome_constraints else None
-        best_value = best.history[-1]["objective"] if best and best.history else value
+            problem, alone, opt.model_copy(update={"steps": min(opt.steps, 300)}), budget=terms.budget, key=key
+        )
+        best_value = best.history[-1]["objective"] if best.history else value
         if c.violation(best_value) > opt.feasibility_tol * _scale(c):
             raise InfeasibleError(
                 f"constraint {c.label()} {c.sense} {c.limit:g} cannot be met: the best achievable value is "

@@ -12,7 +12,6 @@ from __future__ import annotations
 from typing import Any, ClassVar, NamedTuple
 
 import equinox as eqx
-import jax.numpy as jnp
 import numpy as np
 from jax import Array
 from pydantic import BaseModel, ConfigDict, field_validator
@@ -135,7 +134,3 @@ def _check_nonneg(value: Any, strict: bool) -> Any:
 def nonneg(*names: str, strict: bool = False):
     """A pydantic field validator requiring the named fields to be (strictly) non-negative."""
     return field_validator(*names)(lambda v: _check_nonneg(v, strict))
-
-
-def to_array(x: np.ndarray | float, dtype: Any) -> Array:
-    return jnp.asarray(x, dtype=dtype)

@@ -10,7 +10,6 @@ from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 
 import equinox as eqx
-import jax.numpy as jnp
 import numpy as np
 from jax import Array
 from pydantic import BaseModel, ConfigDict, field_validator, model_validator
@@ -147,7 +146,3 @@ def register_policy(name: str):
 
 def rebalance_steps(rebalance: Literal["never"] | int) -> int:
     return 0 if rebalance == "never" else int(rebalance)
-
-
-def to_jnp(x: np.ndarray, dtype: Any) -> Array:
-    return jnp.asarray(x, dtype)
