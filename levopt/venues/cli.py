@@ -1,0 +1,105 @@
+"""``levopt liq-price``: the liquidation price of one position, printed on stdout.
+
+Module-level imports are kept light (typer only); YAML loads when a positions file needs it.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+
+from levopt.errors import ConfigError
+from levopt.venues import VENUES, liquidation_price
+
+
+def _load_positions(path: Path) -> list[dict[str, Any]]:
+    """Other cross positions from a JSON or YAML file: a list, or a mapping with a ``positions`` list."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError("--positions", f"{path}: cannot read ({exc.strerror or exc})") from None
+    if path.suffix.lower() == ".json":
+        try:
+            doc = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ConfigError("--positions", f"{path}: not valid JSON ({exc})") from None
+    else:
+        import yaml
+
+        try:
+            doc = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            raise ConfigError("--positions", f"{path}: not valid YAML ({exc})") from None
+    if isinstance(doc, dict) and set(doc) == {"positions"}:
+        doc = doc["positions"]
+    if not isinstance(doc, list) or not all(isinstance(p, dict) for p in doc):
+        raise ConfigError(
+            "--positions",
+            f"{path}: expected a list of positions (mappings with side, quantity, entry_price, mark_price, "
+            "maintenance_rate, maintenance_amount)",
+        )
+    return doc
+
+
+def liq_price_command(
+    venue: Annotated[
+        str, typer.Option("--venue", help=f"Venue rule set: {', '.join(VENUES)}.", show_default=False)
+    ],
+    side: Annotated[str, typer.Option("--side", help="long or short.", show_default=False)],
+    quantity: Annotated[
+        float, typer.Option("--quantity", help="Position size in base-asset units.", show_default=False)
+    ],
+    entry_price: Annotated[
+        float, typer.Option("--entry-price", help="Average entry price.", show_default=False)
+    ],
+    wallet_balance: Annotated[
+        float,
+        typer.Option(
+            "--wallet-balance", help="Isolated: the position's margin; cross: the wallet.", show_default=False
+        ),
+    ],
+    mode: Annotated[str, typer.Option("--mode", help="isolated or cross.")] = "isolated",
+    maintenance_rate: Annotated[
+        Optional[float],  # noqa: UP045 - typer needs Optional here
+        typer.Option("--maintenance-rate", help="Fix the bracket's maintenance margin rate (Binance MMR)."),
+    ] = None,
+    maintenance_amount: Annotated[
+        Optional[float],  # noqa: UP045
+        typer.Option("--maintenance-amount", help="Fix the bracket's maintenance amount (Binance cum)."),
+    ] = None,
+    max_leverage: Annotated[
+        Optional[float],  # noqa: UP045
+        typer.Option("--max-leverage", help="Hyperliquid: the asset's maximum leverage."),
+    ] = None,
+    symbol: Annotated[
+        Optional[str],  # noqa: UP045
+        typer.Option(
+            "--symbol", help="Instrument whose tier table applies (default: the venue's, e.g. BTCUSDT)."
+        ),
+    ] = None,
+    positions_file: Annotated[
+        Optional[Path],  # noqa: UP045
+        typer.Option("--positions", help="Cross mode: JSON or YAML list of the other positions."),
+    ] = None,
+) -> None:
+    """Print the mark price at which the position's margin meets the venue's maintenance requirement."""
+    others = _load_positions(positions_file) if positions_file is not None else []
+    price = liquidation_price(
+        venue,
+        side=side,
+        quantity=quantity,
+        entry_price=entry_price,
+        wallet_balance=wallet_balance,
+        mode=mode,
+        maintenance_rate=maintenance_rate,
+        maintenance_amount=maintenance_amount,
+        max_leverage=max_leverage,
+        other_positions=others,
+        symbol=symbol,
+    )
+    if price == 0.0:
+        typer.echo("the position cannot be liquidated at any positive price", err=True)
+    typer.echo(f"{price:.12g}")
