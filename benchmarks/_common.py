@@ -41,8 +41,12 @@ def machine() -> dict[str, Any]:
 
 
 def finish(
-    res: dict[str, Any], out: Path, t_start: float, markdown: Callable[[dict], str],
-    summary: Callable[[dict], list], default: Callable[[Any], Any] = float,
+    res: dict[str, Any],
+    out: Path,
+    t_start: float,
+    markdown: Callable[[dict], str],
+    summary: Callable[[dict], list],
+    default: Callable[[Any], Any] = float,
 ) -> int:
     """Stamp the run's wall time and load, render its tables, write ``out`` and print them."""
     res["wall_s"] = time.perf_counter() - t_start

@@ -245,7 +245,7 @@ def main() -> None:
         coverage = coverage_study(n_fits=args.fits or 40, n_obs=2000, warmup=500, samples=500)
     md = markdown(timing, coverage, mach, quick)
     from levopt.io import write_json
-    from levopt.runner import versions
+    from levopt.problem import versions
 
     summary = [
         {

@@ -26,7 +26,7 @@ import numpy as np
 
 import levopt
 from levopt.optimize.convex import ConvexProblem, evaluate_metric, scenarios_from_simulation, solve_convex
-from levopt.runner import versions
+from levopt.problem import versions
 
 MARKET = {
     "borrow_rate": 0.07,
@@ -67,8 +67,11 @@ def riskfolio_comparison(R: np.ndarray, years: float, repeats: int) -> dict:
     # Halfway between the minimum-CVaR and the unconstrained Kelly portfolio: the limit binds.
     limit = 0.5 * (safest.value + cvar_free)
     problem = ConvexProblem(
-        "log_growth", [{"metric": "cvar", "level": LEVEL, "returns": "simple", "max": limit}],
-        lower=0.0, upper=1.0, budget=1.0,
+        "log_growth",
+        [{"metric": "cvar", "level": LEVEL, "returns": "simple", "max": limit}],
+        lower=0.0,
+        upper=1.0,
+        budget=1.0,
     )
 
     def ours():

@@ -112,7 +112,7 @@ def numpy_case(case: str) -> tuple[ne.GBM | ne.Garch, float, int]:
 
 
 def versions() -> dict[str, str]:
-    from levopt.runner import versions as lv
+    from levopt.problem import versions as lv
 
     return lv()
 

@@ -302,7 +302,6 @@ def bench_run(overrides: dict[str, Any], runs: int) -> dict[str, Any]:
     for k, v in overrides.items():
         set_dotted(data, k, v)
     config = load_config(data)
-    config._base_dir = str(QUICKSTART.parent)
     out: dict[str, Any] = {
         "config": str(QUICKSTART.relative_to(HERE.parent)),
         "overrides": overrides,
@@ -312,7 +311,7 @@ def bench_run(overrides: dict[str, Any], runs: int) -> dict[str, Any]:
     for i in range(runs):
         with compile_times.window() as comp:
             t0 = time.perf_counter()
-            result = run(config)
+            result = run(config, base_dir=QUICKSTART.parent)
             wall = time.perf_counter() - t0
         opt = result["optimizer"]
         rec = {

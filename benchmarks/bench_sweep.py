@@ -147,12 +147,12 @@ def one_by_one(cfg: dict[str, Any], table: dict[str, list]) -> dict[str, Any]:
     from levopt.config import load_config
     from levopt.engine import simulate_outcome
     from levopt.objectives import metric_arrays
-    from levopt.runner import STREAM_PATHS
+    from levopt.problem import STREAM_PATHS
     from levopt.sweep import expand
 
     compile_times = CompileTimes.get()
     _, points = expand(load_config(cfg))
-    configs = [{k: v for k, v in p.config.items() if k != "_base_dir"} for p in points]
+    configs = [p.config for p in points]
     labels = [c.removeprefix("metrics.") for c in table if c.startswith("metrics.")]
 
     # 1. levopt.evaluate, one call per point (each call traces and compiles its own programs).

@@ -1,4 +1,4 @@
-"""The ``levopt`` command line: evaluate | run | calibrate | report | data."""
+"""The ``levopt`` command line: evaluate | run | calibrate | report | data | liq-price."""
 
 from __future__ import annotations
 
@@ -10,9 +10,27 @@ from typing import Annotated, Optional
 import typer
 from rich.console import Console
 from rich.markup import escape
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 from rich.table import Table
 
+from levopt.calibrate.cli import calibrate_command
+from levopt.config import Config, config_dir, load_config
+from levopt.data.cli import data_app
 from levopt.errors import ConfigError, LevoptError
+from levopt.io import write_json
+from levopt.report import make_report
+from levopt.report.cli import report_command
+from levopt.runner import evaluate as run_evaluate
+from levopt.runner import run as run_optimize
+from levopt.sweep import SweepRunner
+from levopt.venues.cli import liq_price_command
 
 app = typer.Typer(
     name="levopt",
@@ -48,59 +66,66 @@ def evaluate(
     set_: SetOpt = None,
 ) -> None:
     """Simulate a config's leverage policy and report its metrics with standard errors."""
-    from levopt.config import load_config
-    from levopt.io import write_json
-    from levopt.runner import evaluate as run_evaluate
-
     cfg = load_config(config, set_ or [])
     if cfg.sweep is not None:
-        raise ConfigError("sweep", f"levopt evaluate runs one config; run the sweep with: levopt run {config} --out DIR")
-    result = run_evaluate(cfg)
+        raise ConfigError(
+            "sweep", f"levopt evaluate runs one config; run the sweep with: levopt run {config} --out DIR"
+        )
+    result = run_evaluate(cfg, base_dir=config_dir(config))
     if out is not None:
         write_json(out, result)
-    console.print(metrics_table(f"{config.name}: {result['config']['paths']} paths", result["metrics"], result["stderr"]))
+    console.print(
+        metrics_table(
+            f"{config.name}: {result['config']['paths']} paths", result["metrics"], result["stderr"]
+        )
+    )
     if out is None:
-        sys.stdout.write(json.dumps({"metrics": result["metrics"], "stderr": result["stderr"]}, indent=2) + "\n")
+        sys.stdout.write(
+            json.dumps({"metrics": result["metrics"], "stderr": result["stderr"]}, indent=2) + "\n"
+        )
 
 
 @app.command()
 def run(
     config: ConfigArg,
-    out: Annotated[Path, typer.Option(help="Run directory (results.json, plots, report).")] = Path("runs/latest"),
+    out: Annotated[Path, typer.Option(help="Run directory (results.json, plots, report).")] = Path(
+        "runs/latest"
+    ),
     set_: SetOpt = None,
     resume: Annotated[bool, typer.Option(help="Sweeps: skip the points already finished in --out.")] = False,
-    executor: Annotated[str, typer.Option(help="Sweeps: local (in-process, all JAX devices) or ray.")] = "local",
-    address: Annotated[Optional[str], typer.Option(help="Ray cluster address (host:port) for --executor ray.")] = None,  # noqa: UP045
-    limit: Annotated[Optional[int], typer.Option(help="Sweeps: compute at most this many new points.")] = None,  # noqa: UP045
+    executor: Annotated[
+        str, typer.Option(help="Sweeps: local (in-process, all JAX devices) or ray.")
+    ] = "local",
+    address: Annotated[
+        str | None, typer.Option(help="Ray cluster address (host:port) for --executor ray.")
+    ] = None,  # noqa: UP045
+    limit: Annotated[int | None, typer.Option(help="Sweeps: compute at most this many new points.")] = None,  # noqa: UP045
     report: Annotated[bool, typer.Option(help="Write plots and report.html into --out.")] = True,
 ) -> None:
     """Optimize the config's policy (or run its sweep), test it out of sample, write results and a report."""
-    from levopt.config import load_config
-
     cfg = load_config(config, set_ or [])
     if cfg.sweep is not None:
-        _run_sweep(cfg, out, resume, executor, address, limit)
+        _run_sweep(cfg, config_dir(config), out, resume, executor, address, limit)
     else:
         if executor != "local" or address is not None or resume or limit is not None:
-            raise ConfigError("--executor", "--executor, --address, --resume and --limit apply to configs with a sweep block")
-        _run_single(cfg, config.name, out)
+            raise ConfigError(
+                "--executor",
+                "--executor, --address, --resume and --limit apply to configs with a sweep block",
+            )
+        _run_single(cfg, config_dir(config), config.name, out)
     if report:
         _write_report(out)
 
 
-def _run_single(cfg, name: str, out: Path) -> None:
-    from levopt.io import write_json
-    from levopt.runner import evaluate as run_evaluate
-    from levopt.runner import run as run_optimize
-
+def _run_single(cfg: Config, base_dir: Path, name: str, out: Path) -> None:
     if cfg.objective is None:
         with console.status(f"evaluating {name}"):
-            result = run_evaluate(cfg)
+            result = run_evaluate(cfg, base_dir=base_dir)
         write_json(out / "results.json", result)
         console.print(metrics_table(f"{name}: {cfg.paths} paths", result["metrics"], result["stderr"]))
         return
     with console.status(f"optimizing {name} ({(cfg.optimizer or {}).get('method', 'optax')})"):
-        result = run_optimize(cfg)
+        result = run_optimize(cfg, base_dir=base_dir)
     write_json(out / "results.json", result)
     console.print(f"policy: {result['policy']}")
     oos = result["out_of_sample"]
@@ -109,31 +134,41 @@ def _run_single(cfg, name: str, out: Path) -> None:
         mark = "[green]ok[/]" if c["satisfied"] else "[red]violated[/]"
         console.print(f"constraint {c['metric']} {c['sense']} {c['limit']:g}: {c['value']:.6g} {mark}")
     opt = result["optimizer"]
-    console.print(f"{opt['method']}: {opt['iterations']} iterations, converged={opt['converged']}, {opt['wall_s']:.1f} s")
+    console.print(
+        f"{opt['method']}: {opt['iterations']} iterations, converged={opt['converged']}, {opt['wall_s']:.1f} s"
+    )
     console.print(f"wrote {out / 'results.json'}")
 
 
-def _run_sweep(cfg, out: Path, resume: bool, executor: str, address: str | None, limit: int | None) -> None:
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
+def _run_sweep(
+    cfg: Config,
+    base_dir: Path,
+    out: Path,
+    resume: bool,
+    executor: str,
+    address: str | None,
+    limit: int | None,
+) -> None:
+    runner = SweepRunner(
+        cfg, out, resume=resume, executor=executor, address=address, limit=limit, base_dir=base_dir
     )
-
-    from levopt.sweep import SweepRunner
-
-    runner = SweepRunner(cfg, out, resume=resume, executor=executor, address=address, limit=limit)
     done_before = len(runner.finished())
-    columns = (TextColumn("sweep"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn())
+    columns = (
+        TextColumn("sweep"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TextColumn("eta"),
+        TimeRemainingColumn(),
+    )
     with Progress(*columns, console=console, transient=False) as bar:
         task = bar.add_task("points", total=None)
         try:
             frame = runner.run(lambda done, total: bar.update(task, completed=done, total=total))
         except KeyboardInterrupt:
-            console.print(f"interrupted: {runner.computed} new point(s) saved in {out}; continue with --resume")
+            console.print(
+                f"interrupted: {runner.computed} new point(s) saved in {out}; continue with --resume"
+            )
             raise typer.Exit(130) from None
     console.print(
         f"{len(frame)} of {len(runner.points)} points finished ({done_before} resumed, {runner.computed} computed); "
@@ -142,23 +177,14 @@ def _run_sweep(cfg, out: Path, resume: bool, executor: str, address: str | None,
 
 
 def _write_report(out: Path) -> None:
-    from levopt.report import make_report
-
     path = make_report(out)
     console.print(f"report: {path}")
 
 
-def _register_subcommands() -> None:
-    from levopt.calibrate.cli import calibrate_command
-    from levopt.data.cli import data_app
-    from levopt.report.cli import report_command
-
-    app.command("calibrate")(calibrate_command)
-    app.command("report")(report_command)
-    app.add_typer(data_app, name="data")
-
-
-_register_subcommands()
+app.command("calibrate")(calibrate_command)
+app.command("report")(report_command)
+app.command("liq-price")(liq_price_command)
+app.add_typer(data_app, name="data")
 
 
 @app.callback()

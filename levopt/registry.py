@@ -54,3 +54,15 @@ class Registry(Generic[T]):
 
     def __iter__(self) -> Iterator[str]:
         return iter(sorted(self._items))
+
+
+def check_implements(cls: type, base: type, what: str) -> None:
+    """Raise TypeError when ``cls`` leaves abstract methods or declared fields of ``base`` undefined."""
+    missing = sorted(getattr(cls, "__abstractmethods__", ()))
+    missing += [f"field {v}" for v in sorted(getattr(cls, "__abstractvars__", ()))]
+    if not isinstance(getattr(cls, "Config", None), type):
+        missing.append("class attribute Config (the pydantic schema of its config section)")
+    if not isinstance(getattr(cls, "example", None), dict):
+        missing.append("class attribute example (a config section that builds it)")
+    if missing:
+        raise TypeError(f"{what} {cls.__name__} does not implement {', '.join(missing)} of {base.__name__}")

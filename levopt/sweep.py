@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import io
 import itertools
 import json
 import math
@@ -37,10 +38,19 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pandas as pd
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from levopt.config import Config, load_config, set_dotted
+from levopt.config import Config, config_dir, load_config, set_dotted
+from levopt.engine import MarketConfig, simulate_outcome
 from levopt.errors import ConfigError, LevoptError
 from levopt.io import atomic_write_bytes, read_json, write_json
+from levopt.objectives import freeze_specs, metric_arrays, thaw_specs
+from levopt.paths import MODELS
+from levopt.policies import POLICIES
+from levopt.precision import scoped_x64
+from levopt.problem import STREAM_PATHS, Problem, versions
+from levopt.results import EvaluateResult, SweepMeta, SweepRow
+from levopt.runner import build, evaluate, run
 
 EXECUTORS = ("local", "ray")
 MAX_BATCH_PATHS = 1 << 17
@@ -49,6 +59,8 @@ MAX_BATCH_PATHS = 1 << 17
 
 @dataclass(frozen=True)
 class Point:
+    """One sweep point: its index, the swept values, its config (a plain dict) and its id."""
+
     index: int
     values: dict[str, Any]
     config: dict[str, Any]
@@ -61,7 +73,9 @@ def _grid_points(sweep: dict[str, Any]) -> tuple[list[str], list[dict[str, Any]]
     grid = sweep.pop("grid", None) or {}
     grid = {**grid, **sweep}
     if not isinstance(zipped, dict) or not isinstance(grid, dict):
-        raise ConfigError("sweep", "must map dotted config keys to lists of values (and optionally zip: {...})")
+        raise ConfigError(
+            "sweep", "must map dotted config keys to lists of values (and optionally zip: {...})"
+        )
     for key, values in {**grid, **zipped}.items():
         if not isinstance(values, list):
             raise ConfigError(f"sweep.{key}", f"must be a list of values, got {values!r}")
@@ -87,7 +101,7 @@ def point_id(resolved: dict[str, Any]) -> str:
 
 
 def expand(config: Config) -> tuple[list[str], list[Point]]:
-    """The sweep's keys and its points (each a validated, resolved config dict)."""
+    """The sweep's keys and its points (each a validated config dict)."""
     if config.sweep is None:
         raise ConfigError("sweep", "the config has no sweep block")
     keys, rows = _grid_points(config.sweep)
@@ -103,9 +117,7 @@ def expand(config: Config) -> tuple[list[str], list[Point]]:
             cfg = load_config(data)
         except ConfigError as exc:
             raise ConfigError(f"sweep point {i} ({_describe(values)})", str(exc)) from None
-        cfg._base_dir = config._base_dir
-        resolved = cfg.resolved()
-        points.append(Point(i, values, data | {"_base_dir": config._base_dir}, point_id(resolved)))
+        points.append(Point(i, values, data, point_id(cfg.resolved())))
     return keys, points
 
 
@@ -117,10 +129,6 @@ def _check_key_exists(base: dict[str, Any], key: str) -> None:
         raise ConfigError(f"sweep.{key}", f"unknown config key {head!r}; allowed top-level keys: {allowed}")
     if not rest:
         return
-    from levopt.engine import MarketConfig
-    from levopt.paths import MODELS
-    from levopt.policies import POLICIES
-
     section = base.get(head) or {}
     fields: dict[str, Any] | None = None
     if head == "market":
@@ -141,79 +149,82 @@ def _describe(values: dict[str, Any]) -> str:
 # Computing points
 
 
-def compute_point(config: dict[str, Any]) -> dict[str, Any]:
+def compute_point(config: dict[str, Any], base_dir: str | Path = ".") -> dict[str, Any]:
     """Result of one point: ``levopt.run`` when it has an objective, else ``levopt.evaluate``.
 
-    A plain function of a plain dict, so Ray workers can run it.
+    A plain function of plain data, so Ray workers can run it.
     """
-    from levopt.runner import evaluate, run
-
-    data = dict(config)
-    base_dir = data.pop("_base_dir", ".")
-    cfg = load_config(data)
-    cfg._base_dir = base_dir
+    cfg = load_config(config)
     # Sweep points skip the plot-only profiles: the sweep's own plots read results.parquet.
-    return run(cfg, profiles=False) if cfg.objective is not None else evaluate(cfg)
+    if cfg.objective is not None:
+        return run(cfg, profiles=False, base_dir=base_dir)
+    return evaluate(cfg, base_dir=base_dir)
 
 
-def compute_unit(configs: list[dict[str, Any]], pad_to: int = 1) -> list[dict[str, Any]]:
+def compute_unit(
+    configs: list[dict[str, Any]], base_dir: str | Path = ".", pad_to: int = 1
+) -> list[dict[str, Any]]:
     """Results of a work unit: one optimized point, or evaluation points of one structure (batched)."""
     if len(configs) == 1 and configs[0].get("objective") is not None:
-        return [compute_point(configs[0])]
-    return evaluate_batch([_problem(c) for c in configs], pad_to=pad_to)
-
-
-def _problem(config: dict[str, Any]) -> Any:
-    from levopt.runner import build
-
-    data = {k: v for k, v in config.items() if k != "_base_dir"}
-    cfg = load_config(data)
-    cfg._base_dir = config.get("_base_dir", ".")
-    return build(cfg)
+        return [compute_point(configs[0], base_dir)]
+    return evaluate_batch([build(c, base_dir=base_dir) for c in configs], pad_to=pad_to)
 
 
 def _structure(problem: Any) -> tuple:
     leaves, treedef = jax.tree.flatten((problem.model, problem.policy, problem.market))
     cfg = problem.cfg
     return (
-        treedef, tuple((np.shape(x), str(np.asarray(x).dtype)) for x in leaves), cfg.paths, cfg.steps, cfg.dt,
-        cfg.precision, cfg.chunk_size, cfg.seed, cfg.ruin_floor, json.dumps(cfg.metric_specs(), sort_keys=True),
-        problem.n_draws, "calibrate" in cfg.model,
+        treedef,
+        tuple((np.shape(x), str(np.asarray(x).dtype)) for x in leaves),
+        cfg.paths,
+        cfg.steps,
+        cfg.dt,
+        cfg.precision,
+        cfg.chunk_size,
+        cfg.seed,
+        cfg.ruin_floor,
+        json.dumps(cfg.metric_specs(), sort_keys=True),
+        problem.n_draws,
+        "calibrate" in cfg.model,
     )
 
 
 @partial(jax.jit, static_argnums=(2,))
 def _evaluate_stacked(key: jax.Array, stacked: Any, setup: tuple) -> Any:
     """Metrics of stacked (model, policy, market) points; ``setup`` holds the static settings."""
-    from levopt.engine import simulate_outcome
-    from levopt.objectives import metric_arrays
-
     paths, steps, dt, dtype, ruin_floor, chunk_size, n_draws, ctx, frozen = setup
-    specs = {label: (name, dict(opts)) for label, name, opts in frozen}
+    specs = thaw_specs(frozen)
 
     def one(item):
         model, policy, market = item
         outcome = simulate_outcome(
-            key, model, policy, market, paths=paths, steps=steps, dt=dt, dtype=dtype,
-            ruin_floor=ruin_floor, chunk_size=chunk_size, n_draws=n_draws,
+            key,
+            model,
+            policy,
+            market,
+            paths=paths,
+            steps=steps,
+            dt=dt,
+            dtype=dtype,
+            ruin_floor=ruin_floor,
+            chunk_size=chunk_size,
+            n_draws=n_draws,
         )
         return metric_arrays(outcome, ctx, specs)
 
     return jax.vmap(one)(stacked)
 
 
-def evaluate_batch(problems: list[Any], devices: list[Any] | None = None, pad_to: int = 1) -> list[dict[str, Any]]:
+@scoped_x64
+def evaluate_batch(
+    problems: list[Problem], devices: list[Any] | None = None, pad_to: int = 1
+) -> list[dict[str, Any]]:
     """Evaluate points of equal structure as one vmapped computation, sharded over ``devices``.
 
     Each point's numbers equal those of :func:`levopt.evaluate` on its own config: the same key
     and the same per-path random numbers (common random numbers across points). The batch is
     padded to a multiple of ``pad_to`` and of the device count, so equal batches share one program.
     """
-    from jax.sharding import Mesh, NamedSharding, PartitionSpec
-
-    from levopt.objectives._base import _hashable
-    from levopt.runner import STREAM_PATHS, versions
-
     first = problems[0]
     cfg = first.cfg
     specs = cfg.metric_specs()
@@ -227,8 +238,15 @@ def evaluate_batch(problems: list[Any], devices: list[Any] | None = None, pad_to
         mesh = Mesh(np.asarray(devices), ("points",))
         stacked = jax.device_put(stacked, NamedSharding(mesh, PartitionSpec("points")))
     setup = (
-        cfg.paths, cfg.steps, cfg.dt, first.dtype, cfg.ruin_floor, cfg.chunk_size, first.n_draws, first.ctx,
-        tuple((label, name, _hashable(options)) for label, (name, options) in specs.items()),
+        cfg.paths,
+        cfg.steps,
+        cfg.dt,
+        first.dtype,
+        cfg.ruin_floor,
+        cfg.chunk_size,
+        first.n_draws,
+        first.ctx,
+        freeze_specs(specs),
     )
     t0 = time.perf_counter()
     values, errors = jax.block_until_ready(_evaluate_stacked(first.key(STREAM_PATHS), stacked, setup))
@@ -237,14 +255,14 @@ def evaluate_batch(problems: list[Any], devices: list[Any] | None = None, pad_to
     out = []
     for i, problem in enumerate(problems):
         out.append(
-            {
-                "metrics": {k: float(values[k][i]) for k in specs},
-                "stderr": {k: float(errors[k][i]) for k in specs},
-                "config": problem.cfg.resolved(),
-                "seed": problem.cfg.seed,
-                "versions": versions(),
-                "timings": {"simulate_s": wall, "total_s": wall, "batch_points": n, "devices": len(devices)},
-            }
+            EvaluateResult(
+                metrics={k: float(values[k][i]) for k in specs},
+                stderr={k: float(errors[k][i]) for k in specs},
+                config=problem.cfg.resolved(),
+                seed=problem.cfg.seed,
+                versions=versions(),
+                timings={"simulate_s": wall, "total_s": wall, "batch_points": n, "devices": len(devices)},
+            ).to_dict()
         )
     return out
 
@@ -284,28 +302,41 @@ def result_row(point: Point, result: dict[str, Any]) -> dict[str, Any]:
     row.update({f"metrics.{k}": v for k, v in metrics["metrics"].items()})
     row.update({f"stderr.{k}": v for k, v in metrics["stderr"].items()})
     row["wall_s"] = result.get("optimizer", {}).get("wall_s", result.get("timings", {}).get("total_s"))
+    SweepRow.model_validate(row)
     return row
 
 
 class SweepRunner:
     """Runs a sweep into ``out_dir``; see the module docstring."""
 
-    def __init__(self, config: Config, out_dir: Path, *, resume: bool = False, executor: str = "local",
-                 address: str | None = None, limit: int | None = None, batch: int | None = None):
+    def __init__(
+        self,
+        config: Config,
+        out_dir: Path,
+        *,
+        resume: bool = False,
+        executor: str = "local",
+        address: str | None = None,
+        limit: int | None = None,
+        batch: int | None = None,
+        base_dir: str | Path = ".",
+    ):
         if executor not in EXECUTORS:
             raise ConfigError("--executor", f"unknown executor {executor!r}; allowed: {', '.join(EXECUTORS)}")
         if address is not None and executor != "ray":
             raise ConfigError("--address", "only used with --executor ray")
         self.config, self.out_dir, self.resume, self.executor = config, Path(out_dir), resume, executor
         self.address, self.limit, self.batch = address, limit, batch
+        self.base_dir = Path(base_dir)
         self.keys, self.points = expand(config)
         self.computed = 0
         self._rows: dict[str, dict[str, Any]] = {}
         done = self.finished()
         if done and not resume:
             raise ConfigError(
-                "--out", f"{self.out_dir} already holds {len(done)} finished point(s) of this sweep; "
-                "pass --resume to continue it, or choose another --out"
+                "--out",
+                f"{self.out_dir} already holds {len(done)} finished point(s) of this sweep; "
+                "pass --resume to continue it, or choose another --out",
             )
         if executor == "ray":
             try:
@@ -321,13 +352,19 @@ class SweepRunner:
     def finished(self) -> set[str]:
         return {p.point_id for p in self.points if self.point_file(p).is_file()}
 
+    @scoped_x64
     def run(self, progress: Callable[[int, int], None] | None = None) -> pd.DataFrame:
         done = self.finished()
-        write_json(self.out_dir / "sweep.json", {
-            "keys": self.keys, "mode": "grid", "points": len(self.points),
-            "config": self.config.model_dump(mode="json", exclude_none=True),
-            "point_ids": [p.point_id for p in self.points],
-        })
+        write_json(
+            self.out_dir / "sweep.json",
+            SweepMeta(
+                keys=self.keys,
+                mode="grid",
+                points=len(self.points),
+                config=self.config.model_dump(mode="json", exclude_none=True),
+                point_ids=[p.point_id for p in self.points],
+            ).to_dict(),
+        )
         todo = [p for p in self.points if p.point_id not in done]
         if self.limit is not None:
             todo = todo[: self.limit]
@@ -341,7 +378,9 @@ class SweepRunner:
         return self.write_table()
 
     def _store(self, point: Point, result: dict[str, Any]) -> None:
-        write_json(self.point_file(point), result | {"sweep_point": {"index": point.index, "values": point.values}})
+        write_json(
+            self.point_file(point), result | {"sweep_point": {"index": point.index, "values": point.values}}
+        )
         self.computed += 1
         self._rows[point.point_id] = result_row(point, result)
         self.write_table()
@@ -354,8 +393,6 @@ class SweepRunner:
         frame = pd.DataFrame([self._rows[p.point_id] for p in self.points if p.point_id in self._rows])
         if not frame.empty:
             frame = frame.sort_values("point").reset_index(drop=True)
-        import io
-
         buffer = io.BytesIO()
         frame.to_parquet(buffer, index=False)
         atomic_write_bytes(self.out_dir / "results.parquet", buffer.getvalue())
@@ -370,7 +407,7 @@ class SweepRunner:
             if p.config.get("objective") is not None:
                 units.append(([p], 1, None))
                 continue
-            problem = _problem(p.config)
+            problem = build(p.config, base_dir=self.base_dir)
             groups.setdefault(_structure(problem), []).append((p, problem))
         for members in groups.values():
             cfg = members[0][1].cfg
@@ -396,7 +433,7 @@ class SweepRunner:
 
         def optimize_one(i: int, point: Point) -> list[tuple[Point, dict[str, Any]]]:
             with jax.default_device(devices[i % len(devices)]):
-                return [(point, compute_point(point.config))]
+                return [(point, compute_point(point.config, self.base_dir))]
 
         units = self.units(todo)
         for points, pad_to, problems in units:
@@ -413,12 +450,14 @@ class SweepRunner:
 
         started = not ray.is_initialized()
         if started:
-            ray.init(address=self.address, include_dashboard=False, log_to_driver=False, configure_logging=False)
+            ray.init(
+                address=self.address, include_dashboard=False, log_to_driver=False, configure_logging=False
+            )
         try:
             workers = max(1, int(ray.cluster_resources().get("CPU", 1)))
             task = ray.remote(compute_unit)
             pending = {
-                task.remote([p.config for p in points], pad_to): points
+                task.remote([p.config for p in points], str(self.base_dir), pad_to): points
                 for points, pad_to, _ in self.units(todo, parts=workers)
             }
             finished = 0
@@ -453,13 +492,32 @@ def _check_reachable(address: str) -> None:
         with socket.create_connection((host, int(port)), timeout=3):
             pass
     except OSError as exc:
-        raise ConfigError("--address", f"cannot reach a Ray cluster at {address} ({exc.strerror or exc})") from None
+        raise ConfigError(
+            "--address", f"cannot reach a Ray cluster at {address} ({exc.strerror or exc})"
+        ) from None
 
 
 def run_sweep(
-    config: Config | dict | str | Path, out_dir: str | Path, *, resume: bool = False, executor: str = "local",
-    address: str | None = None, limit: int | None = None,
+    config: Config | dict | str | Path,
+    out_dir: str | Path,
+    *,
+    resume: bool = False,
+    executor: str = "local",
+    address: str | None = None,
+    limit: int | None = None,
+    base_dir: str | Path | None = None,
 ) -> pd.DataFrame:
-    """Run (or resume) a config's sweep into ``out_dir`` and return the results table."""
+    """Run (or resume) a config's sweep into ``out_dir`` and return the results table.
+
+    Relative data paths resolve against ``base_dir`` (default: the config file's directory).
+    """
     cfg = load_config(config)
-    return SweepRunner(cfg, Path(out_dir), resume=resume, executor=executor, address=address, limit=limit).run()
+    return SweepRunner(
+        cfg,
+        Path(out_dir),
+        resume=resume,
+        executor=executor,
+        address=address,
+        limit=limit,
+        base_dir=config_dir(config, base_dir),
+    ).run()

@@ -20,7 +20,13 @@ BASE = {
     "steps_per_day": 1,
     "precision": "float64",
     "model": {"kind": "gbm", "mu": 0.0, "sigma": 0.8},
-    "market": {"borrow_rate": 0.0, "cash_rate": 0.0, "fee": 0.0, "maintenance_margin": 0.005, "liquidation_fee": 0.0},
+    "market": {
+        "borrow_rate": 0.0,
+        "cash_rate": 0.0,
+        "fee": 0.0,
+        "maintenance_margin": 0.005,
+        "liquidation_fee": 0.0,
+    },
     "policy": {"kind": "constant", "leverage": 5.0, "rebalance": "never"},
 }
 
@@ -42,3 +48,25 @@ def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.skip("../shared/data is not available")
     return SHARED_DATA
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _x64():
+    """Tests that call the engine's low-level functions directly need JAX's x64 mode for float64
+    arrays; levopt's public entry points enable it themselves. Tests marked ``no_x64`` run with it
+    off (see ``_no_x64``), which is how ``test_architecture.py`` checks that scoping."""
+    import jax
+
+    with jax.enable_x64(True):
+        yield
+
+
+@pytest.fixture(autouse=True)
+def _no_x64(request):
+    if request.node.get_closest_marker("no_x64") is None:
+        yield
+        return
+    import jax
+
+    with jax.enable_x64(False):
+        yield

@@ -24,7 +24,7 @@ import levopt
 from levopt.calibrate import CalibrationWarning, calibrate, check_diagnostics, model_from_calibration
 from levopt.calibrate.fit import summarize_draws
 from levopt.calibrate.models import LAM_PRIOR_LOG_SD, LAM_PRIOR_MEDIAN, MAX_JUMPS, merton_log_density
-from levopt.config import load_config
+from levopt.config import config_dir, load_config
 from levopt.engine import simulate_returns
 from levopt.errors import ConfigError
 from levopt.paths import GBM, Garch
@@ -246,7 +246,7 @@ def test_model_from_calibration_and_evaluate(tmp_path, gbm_returns):
     # a data path relative to the config file's directory
     (tmp_path / "cfg.yaml").write_text(json.dumps(_config("prices.csv", "posterior", kind="gbm", mu=0.1)))
     cfg = load_config(tmp_path / "cfg.yaml")
-    model, n_draws, summary = model_from_calibration(cfg, jnp.float32)
+    model, n_draws, summary = model_from_calibration(cfg, jnp.float32, config_dir(tmp_path / "cfg.yaml"))
     assert n_draws == NUTS["samples"] * NUTS["chains"]
     assert model.mu.shape == model.sigma.shape == (n_draws, 1) and model.corr_chol.shape == (n_draws, 1, 1)
     assert all(leaf.dtype == jnp.float32 for leaf in jax.tree.leaves(model))

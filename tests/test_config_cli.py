@@ -70,15 +70,22 @@ def test_missing_file_and_bad_yaml(monkeypatch, capsys, tmp_path):
 
 def test_evaluate_writes_the_contract_json(monkeypatch, capsys, config_file, tmp_path):
     out = tmp_path / "res" / "result.json"
-    code, _, _ = run_cli(monkeypatch, capsys, "evaluate", str(config_file), "--out", str(out), "--set", "model.sigma=0.5")
+    code, _, _ = run_cli(
+        monkeypatch, capsys, "evaluate", str(config_file), "--out", str(out), "--set", "model.sigma=0.5"
+    )
     assert code in (0, None)
     result = json.loads(out.read_text())
     assert set(result) >= {"metrics", "stderr", "config", "seed", "versions", "timings"}
     assert result["config"]["model"] == {"kind": "gbm", "mu": 0.0, "sigma": 0.5}
     assert result["config"]["market"]["maintenance_margin"] == 0.005
     assert set(result["metrics"]) >= {
-        "log_growth", "cvar", "var", "liquidation_probability", "liquidation_probability_discrete",
-        "max_drawdown", "mean_return",
+        "log_growth",
+        "cvar",
+        "var",
+        "liquidation_probability",
+        "liquidation_probability_discrete",
+        "max_drawdown",
+        "mean_return",
     }
     assert set(result["stderr"]) == set(result["metrics"])
     assert not list(out.parent.glob(".*.tmp"))
@@ -95,7 +102,10 @@ def test_metric_options_and_custom_metric():
     def loss_probability(outcome, ctx):
         return outcome.survival * (outcome.wealth < 1) + (1 - outcome.survival)
 
-    cfg = make_config(paths=1024, metrics=["log_growth", {"metric": "cvar", "level": 0.99, "label": "cvar99"}, "test_loss_probability"])
+    cfg = make_config(
+        paths=1024,
+        metrics=["log_growth", {"metric": "cvar", "level": 0.99, "label": "cvar99"}, "test_loss_probability"],
+    )
     res = levopt.evaluate(cfg)
     assert set(res["metrics"]) == {"log_growth", "cvar99", "test_loss_probability"}
     assert 0 < res["metrics"]["test_loss_probability"] < 1
@@ -124,7 +134,7 @@ def test_user_registered_model():
         Config = TwiceVolConfig
 
         @classmethod
-        def from_config(cls, cfg, dt, dtype):
+        def from_config(cls, cfg, dt, dtype, **_):
             base = GBM.from_config(cfg, dt, dtype)
             return cls(mu=base.mu, sigma=2 * base.sigma, corr_chol=base.corr_chol)
 

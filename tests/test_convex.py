@@ -421,7 +421,9 @@ def test_limit_sweep_reuses_compiled_program(normal_scenarios):
         res = solve_convex(problem, normal_scenarios)
         assert res.constraints[0].binding
         values.append(res.value)
-        compiled = convex._compile(problem, normal_scenarios, None)  # the cached program
+        compiled = convex._compile(
+            problem, normal_scenarios, None, convex.thread_cache()
+        )  # the cached program
         assert compiled.problem.is_dpp() and compiled.limits[0].value == limit
         programs.add(id(compiled.problem))
     assert len(programs) == 1

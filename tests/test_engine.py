@@ -14,7 +14,7 @@ from scipy import stats
 import levopt
 from levopt.engine import simulate_outcome
 from levopt.objectives import get_metric
-from levopt.runner import STREAM_PATHS
+from levopt.problem import STREAM_PATHS
 
 
 def kelly_continuous(f, mu, sigma, r):
@@ -33,7 +33,9 @@ def kelly_discrete(f, mu, sigma, r, dt):
 def test_kelly_growth_curve(f):
     mu, sigma, r = 0.4, 0.6, 0.05
     cfg = make_config(
-        paths=20000, horizon_days=365, model={"kind": "gbm", "mu": mu, "sigma": sigma},
+        paths=20000,
+        horizon_days=365,
+        model={"kind": "gbm", "mu": mu, "sigma": sigma},
         market={"borrow_rate": r, "cash_rate": r, "maintenance_margin": 0.0},
         policy={"kind": "constant", "leverage": f, "rebalance": 1},
     )
@@ -51,7 +53,9 @@ def test_kelly_growth_curve(f):
 def test_zero_volatility_gives_exact_deterministic_growth(f):
     mu, r = 0.3, 0.08
     cfg = make_config(
-        paths=256, horizon_days=365, model={"kind": "gbm", "mu": mu, "sigma": 0.0},
+        paths=256,
+        horizon_days=365,
+        model={"kind": "gbm", "mu": mu, "sigma": 0.0},
         market={"borrow_rate": r, "cash_rate": r, "maintenance_margin": 0.0},
         policy={"kind": "constant", "leverage": f, "rebalance": 1},
     )
@@ -70,13 +74,20 @@ def first_passage(L, mm, mu, sigma, T):
     b = math.log((L - 1) / (L * (1 - mm)))
     nu = mu - sigma**2 / 2
     s = sigma * math.sqrt(T)
-    return stats.norm.cdf((b - nu * T) / s) + math.exp(2 * nu * b / sigma**2) * stats.norm.cdf((b + nu * T) / s)
+    return stats.norm.cdf((b - nu * T) / s) + math.exp(2 * nu * b / sigma**2) * stats.norm.cdf(
+        (b + nu * T) / s
+    )
 
 
 @pytest.mark.parametrize("L,mu", [(3.0, 0.0), (5.0, 0.0), (10.0, 0.5), (5.0, -0.5)])
 def test_liquidation_probability_matches_first_passage(L, mu):
     sigma, mm, days = 0.8, 0.005, 30
-    cfg = make_config(paths=40000, model={"kind": "gbm", "mu": mu, "sigma": sigma}, policy__leverage=L, market__maintenance_margin=mm)
+    cfg = make_config(
+        paths=40000,
+        model={"kind": "gbm", "mu": mu, "sigma": sigma},
+        policy__leverage=L,
+        market__maintenance_margin=mm,
+    )
     res = levopt.evaluate(cfg)
     m, se = res["metrics"], res["stderr"]
     expected = first_passage(L, mm, mu, sigma, days / 365)
@@ -100,10 +111,17 @@ def test_jump_gaps_through_to_bankruptcy_and_floor_at_zero():
 
 def test_fee_and_liquidation_fee_accounting():
     # sigma = 0: a held 2x position pays the opening fee once and nothing else.
-    cfg = make_config(paths=256, model={"kind": "gbm", "mu": 0.0, "sigma": 0.0}, policy__leverage=2.0, market__fee=0.001)
+    cfg = make_config(
+        paths=256, model={"kind": "gbm", "mu": 0.0, "sigma": 0.0}, policy__leverage=2.0, market__fee=0.001
+    )
     assert levopt.evaluate(cfg)["metrics"]["mean_return"] == pytest.approx(-0.002, abs=1e-14)
     # Funding on a 2x long notional at 10%/yr for 30 days (notional constant since sigma = 0).
-    cfg = make_config(paths=256, model={"kind": "gbm", "mu": 0.0, "sigma": 0.0}, policy__leverage=2.0, market__funding_rate=0.1)
+    cfg = make_config(
+        paths=256,
+        model={"kind": "gbm", "mu": 0.0, "sigma": 0.0},
+        policy__leverage=2.0,
+        market__funding_rate=0.1,
+    )
     assert levopt.evaluate(cfg)["metrics"]["mean_return"] == pytest.approx(-2 * 0.1 * 30 / 365, rel=1e-12)
 
 
@@ -125,8 +143,16 @@ def _metric_of_leverage(name: str, cfg: dict):
     def f(lev):
         policy = jax.tree.map(lambda w: jnp.full_like(w, lev), problem.policy)
         outcome = simulate_outcome(
-            key, problem.model, policy, problem.market, paths=problem.cfg.paths, steps=problem.cfg.steps,
-            dt=problem.cfg.dt, dtype=problem.dtype, ruin_floor=problem.cfg.ruin_floor, chunk_size=problem.cfg.chunk_size,
+            key,
+            problem.model,
+            policy,
+            problem.market,
+            paths=problem.cfg.paths,
+            steps=problem.cfg.steps,
+            dt=problem.cfg.dt,
+            dtype=problem.dtype,
+            ruin_floor=problem.cfg.ruin_floor,
+            chunk_size=problem.cfg.chunk_size,
         )
         return metric.value(outcome, problem.ctx)
 

@@ -11,10 +11,11 @@ from scipy import optimize as sopt
 from test_engine import first_passage, kelly_discrete
 
 import levopt
+from levopt.config import parse_objective
 from levopt.errors import InfeasibleError, SolverError
 from levopt.optimize import ConvexProblem, optimize_policy, scenarios_from_simulation, solve_convex
-from levopt.optimize.spec import parse_objective
-from levopt.runner import STREAM_PATHS, build, run
+from levopt.problem import STREAM_PATHS
+from levopt.runner import build, run
 
 
 def optimize(cfg: dict):
@@ -25,16 +26,21 @@ def optimize(cfg: dict):
 def test_kelly_leverage_matches_closed_form():
     mu, sigma, r, paths, days = 0.5, 0.8, 0.05, 5000, 365
     cfg = make_config(
-        paths=paths, horizon_days=days, model={"kind": "gbm", "mu": mu, "sigma": sigma},
+        paths=paths,
+        horizon_days=days,
+        model={"kind": "gbm", "mu": mu, "sigma": sigma},
         market={"borrow_rate": r, "cash_rate": r, "maintenance_margin": 0.0},
         policy={"kind": "constant", "leverage": {"init": 1.5, "min": 0.0, "max": 4.0}, "rebalance": 1},
-        objective={"maximize": "log_growth"}, optimizer={"method": "optax", "steps": 400, "paths": paths},
+        objective={"maximize": "log_growth"},
+        optimizer={"method": "optax", "steps": 400, "paths": paths},
     )
     _, found = optimize(cfg)
     lev = float(found.params["weights"][0])
     # argmax of the sample growth: its error is (d growth/df)/(d2 growth/df2) ~ N(0, 1/(sigma^2 N T)).
     se = 1 / (sigma * math.sqrt(paths * days / 365))
-    f_discrete = sopt.minimize_scalar(lambda f: -kelly_discrete(f, mu, sigma, r, 1 / 365), bounds=(0, 3), method="bounded").x
+    f_discrete = sopt.minimize_scalar(
+        lambda f: -kelly_discrete(f, mu, sigma, r, 1 / 365), bounds=(0, 3), method="bounded"
+    ).x
     assert abs(lev - f_discrete) < Z * se
     assert abs(f_discrete - (mu - r) / sigma**2) < 0.01
     assert found.optimizer["converged"]
@@ -43,16 +49,23 @@ def test_kelly_leverage_matches_closed_form():
 def test_liquidation_cap_lands_on_first_passage_boundary():
     mu, sigma, mm, cap, paths = 0.3, 0.8, 0.005, 0.05, 10000
     cfg = make_config(
-        paths=paths, model={"kind": "gbm", "mu": mu, "sigma": sigma}, market__maintenance_margin=mm,
+        paths=paths,
+        model={"kind": "gbm", "mu": mu, "sigma": sigma},
+        market__maintenance_margin=mm,
         policy={"kind": "constant", "leverage": {"init": 2.0, "min": 1.0, "max": 20.0}, "rebalance": "never"},
-        objective={"maximize": "mean_return", "constraints": [{"metric": "liquidation_probability", "max": cap}]},
+        objective={
+            "maximize": "mean_return",
+            "constraints": [{"metric": "liquidation_probability", "max": cap}],
+        },
         optimizer={"method": "optax", "steps": 600, "paths": paths},
     )
     _, found = optimize(cfg)
     lev = float(found.params["weights"][0])
     T = 30 / 365
     boundary = sopt.brentq(lambda L: first_passage(L, mm, mu, sigma, T) - cap, 1.01, 20)
-    slope = (first_passage(boundary + 1e-4, mm, mu, sigma, T) - first_passage(boundary - 1e-4, mm, mu, sigma, T)) / 2e-4
+    slope = (
+        first_passage(boundary + 1e-4, mm, mu, sigma, T) - first_passage(boundary - 1e-4, mm, mu, sigma, T)
+    ) / 2e-4
     # The estimated probability at the boundary errs by at most its binomial sd; map it through the slope.
     se_lev = math.sqrt(cap * (1 - cap) / paths) / slope
     assert abs(lev - boundary) < Z * se_lev
@@ -65,21 +78,39 @@ def test_gradient_and_convex_layers_agree_on_identical_scenarios(n_assets):
         model = {"kind": "gbm", "mu": 0.8, "sigma": 0.7}
         policy = {"kind": "constant", "leverage": {"init": 1.0, "min": 0.0, "max": 5.0}, "rebalance": "never"}
     else:
-        model = {"kind": "gbm", "mu": [0.9, 0.6, 0.3], "sigma": [0.8, 0.6, 0.4],
-                 "corr": [[1, 0.6, 0.3], [0.6, 1, 0.4], [0.3, 0.4, 1]]}
-        policy = {"kind": "constant", "weights": {"init": [0.5, 0.5, 0.5], "min": 0.0, "max": 4.0}, "rebalance": "never"}
+        model = {
+            "kind": "gbm",
+            "mu": [0.9, 0.6, 0.3],
+            "sigma": [0.8, 0.6, 0.4],
+            "corr": [[1, 0.6, 0.3], [0.6, 1, 0.4], [0.3, 0.4, 1]],
+        }
+        policy = {
+            "kind": "constant",
+            "weights": {"init": [0.5, 0.5, 0.5], "min": 0.0, "max": 4.0},
+            "rebalance": "never",
+        }
     objective = {"maximize": "log_growth", "constraints": [{"metric": "cvar", "level": 0.95, "max": 0.3}]}
     paths = 2048
     cfg = make_config(
-        paths=paths, horizon_days=30, model=model, policy=policy, objective=objective,
+        paths=paths,
+        horizon_days=30,
+        model=model,
+        policy=policy,
+        objective=objective,
         market={"borrow_rate": 0.08, "cash_rate": 0.02, "fee": 0.0005, "maintenance_margin": 0.0},
         optimizer={"method": "optax", "steps": 400, "paths": paths, "tol": 1e-6, "feasibility_tol": 1e-6},
     )
     problem, found = optimize(cfg)
     scen = scenarios_from_simulation(problem, problem.key(STREAM_PATHS), paths)
     convex = solve_convex(
-        ConvexProblem("log_growth", [{"metric": "cvar", "level": 0.95, "max": 0.3}], lower=0.0, upper=5.0 if n_assets == 1 else 4.0),
-        scen, problem.market,
+        ConvexProblem(
+            "log_growth",
+            [{"metric": "cvar", "level": 0.95, "max": 0.3}],
+            lower=0.0,
+            upper=5.0 if n_assets == 1 else 4.0,
+        ),
+        scen,
+        problem.market,
     )
     w_grad, w_cvx = np.asarray(found.params["weights"]).reshape(-1), convex.weights
     assert np.allclose(w_grad, w_cvx, rtol=0.01, atol=0.01 * np.max(np.abs(w_cvx)))
@@ -88,8 +119,12 @@ def test_gradient_and_convex_layers_agree_on_identical_scenarios(n_assets):
 
 def test_infeasible_cap_reports_best_achievable_value():
     cfg = make_config(
-        paths=2048, policy={"kind": "constant", "leverage": {"init": 6.0, "min": 5.0, "max": 10.0}, "rebalance": "never"},
-        objective={"maximize": "log_growth", "constraints": [{"metric": "liquidation_probability", "max": 1e-6}]},
+        paths=2048,
+        policy={"kind": "constant", "leverage": {"init": 6.0, "min": 5.0, "max": 10.0}, "rebalance": "never"},
+        objective={
+            "maximize": "log_growth",
+            "constraints": [{"metric": "liquidation_probability", "max": 1e-6}],
+        },
         optimizer={"method": "optax", "steps": 150, "paths": 2048},
     )
     with pytest.raises(InfeasibleError, match=r"best achievable value is 0\.[1-3]"):
@@ -104,8 +139,10 @@ def test_non_finite_gradient_is_reported_with_step_and_parameter():
         return jnp.sqrt(jnp.mean(outcome.wealth) - 1.2)
 
     cfg = make_config(
-        paths=512, policy={"kind": "constant", "leverage": {"init": 2.0, "min": 0.0, "max": 5.0}, "rebalance": "never"},
-        objective={"maximize": "test_nan_after_three"}, optimizer={"method": "optax", "steps": 10, "paths": 512},
+        paths=512,
+        policy={"kind": "constant", "leverage": {"init": 2.0, "min": 0.0, "max": 5.0}, "rebalance": "never"},
+        objective={"maximize": "test_nan_after_three"},
+        optimizer={"method": "optax", "steps": 10, "paths": 512},
     )
     with pytest.raises(SolverError, match=r"step 1"):
         optimize(cfg)
@@ -118,36 +155,72 @@ def test_schedule_rises_as_garch_volatility_mean_reverts():
     h_bar = omega / (1 - alpha - beta)
     model = {"kind": "garch", "mu": 0.4, "omega": omega, "alpha": alpha, "beta": beta, "h0": 3 * h_bar}
     base = dict(
-        paths=20000, horizon_days=120, model=model, market={"borrow_rate": 0.05, "cash_rate": 0.0, "maintenance_margin": 0.0},
+        paths=20000,
+        horizon_days=120,
+        model=model,
+        market={"borrow_rate": 0.05, "cash_rate": 0.0, "maintenance_margin": 0.0},
         objective={"maximize": "log_growth"},
     )
-    sched = run(make_config(
-        **base, policy={"kind": "schedule", "segments": 4, "leverage": {"init": 1.0, "min": 0.0, "max": 6.0}, "rebalance": 1},
-        optimizer={"method": "optax", "steps": 300, "paths": 3000},
-    ), profiles=False)
-    const = run(make_config(
-        **base, policy={"kind": "constant", "leverage": {"init": 1.0, "min": 0.0, "max": 6.0}, "rebalance": 1},
-        optimizer={"method": "optax", "steps": 300, "paths": 3000},
-    ), profiles=False)
+    sched = run(
+        make_config(
+            **base,
+            policy={
+                "kind": "schedule",
+                "segments": 4,
+                "leverage": {"init": 1.0, "min": 0.0, "max": 6.0},
+                "rebalance": 1,
+            },
+            optimizer={"method": "optax", "steps": 300, "paths": 3000},
+        ),
+        profiles=False,
+    )
+    const = run(
+        make_config(
+            **base,
+            policy={"kind": "constant", "leverage": {"init": 1.0, "min": 0.0, "max": 6.0}, "rebalance": 1},
+            optimizer={"method": "optax", "steps": 300, "paths": 3000},
+        ),
+        profiles=False,
+    )
     lev = np.asarray(sched["policy"]["leverage"])
     # Rising: the first (most volatile) segment holds the least leverage, and the trend is upward.
     assert lev[0] < lev[1:].min() and np.polyfit(np.arange(lev.size), lev, 1)[0] > 0, lev
-    g_s, g_c = sched["out_of_sample"]["metrics"]["log_growth"], const["out_of_sample"]["metrics"]["log_growth"]
-    se = math.hypot(sched["out_of_sample"]["stderr"]["log_growth"], const["out_of_sample"]["stderr"]["log_growth"])
+    g_s, g_c = (
+        sched["out_of_sample"]["metrics"]["log_growth"],
+        const["out_of_sample"]["metrics"]["log_growth"],
+    )
+    se = math.hypot(
+        sched["out_of_sample"]["stderr"]["log_growth"], const["out_of_sample"]["stderr"]["log_growth"]
+    )
     # Both are evaluated on the same fresh paths, so the independent-errors bound is conservative.
     assert g_s > g_c - Z * se and g_s > g_c, (g_s, g_c, se)
 
 
 def test_run_result_contract(tmp_path):
     cfg = make_config(
-        paths=2048, model={"kind": "gbm", "mu": 0.3, "sigma": 0.8},
+        paths=2048,
+        model={"kind": "gbm", "mu": 0.3, "sigma": 0.8},
         policy={"kind": "constant", "leverage": {"init": 2.0, "min": 1.0, "max": 10.0}, "rebalance": "never"},
-        objective={"maximize": "log_growth", "constraints": [{"metric": "liquidation_probability", "max": 0.02},
-                                                            {"metric": "cvar", "level": 0.95, "max": 0.5}]},
+        objective={
+            "maximize": "log_growth",
+            "constraints": [
+                {"metric": "liquidation_probability", "max": 0.02},
+                {"metric": "cvar", "level": 0.95, "max": 0.5},
+            ],
+        },
         optimizer={"method": "optax", "steps": 200, "paths": 2048},
     )
     res = run(cfg)
-    assert set(res) >= {"policy", "in_sample", "out_of_sample", "constraints", "optimizer", "config", "seed", "versions"}
+    assert set(res) >= {
+        "policy",
+        "in_sample",
+        "out_of_sample",
+        "constraints",
+        "optimizer",
+        "config",
+        "seed",
+        "versions",
+    }
     assert set(res["out_of_sample"]) == {"metrics", "stderr"}
     assert set(res["optimizer"]) >= {"method", "iterations", "converged", "wall_s"}
     assert [c["metric"] for c in res["constraints"]] == ["liquidation_probability", "cvar(level=0.95)"]

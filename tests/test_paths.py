@@ -23,7 +23,9 @@ def terminal_log_returns(cfg: dict) -> np.ndarray:
 
 def test_gbm_moments():
     mu, sigma, days = 0.3, 0.8, 60
-    x = terminal_log_returns(make_config(paths=40000, horizon_days=days, model={"kind": "gbm", "mu": mu, "sigma": sigma}))
+    x = terminal_log_returns(
+        make_config(paths=40000, horizon_days=days, model={"kind": "gbm", "mu": mu, "sigma": sigma})
+    )
     T, n = days / 365, x.size
     mean, var = x.mean(), x.var(ddof=1)
     assert abs(mean - (mu - sigma**2 / 2) * T) < Z * math.sqrt(sigma**2 * T / n)
@@ -37,7 +39,14 @@ TWO_ASSETS = {"kind": "constant", "weights": [0.5, 0.5]}
 
 def test_gbm_multi_asset_covariance():
     cov = [[0.64, 0.24], [0.24, 0.36]]
-    x = levopt.simulate(make_config(paths=30000, horizon_days=10, model={"kind": "gbm", "mu": [0.1, 0.0], "cov": cov}, policy=TWO_ASSETS))
+    x = levopt.simulate(
+        make_config(
+            paths=30000,
+            horizon_days=10,
+            model={"kind": "gbm", "mu": [0.1, 0.0], "cov": cov},
+            policy=TWO_ASSETS,
+        )
+    )
     assert x.shape == (30000, 10, 2)
     T, n = 10 / 365, 30000
     total = x.sum(axis=1)
@@ -45,7 +54,14 @@ def test_gbm_multi_asset_covariance():
     assert abs(rho - 0.5) < Z * (1 - 0.5**2) / math.sqrt(n)
     for i in range(2):
         assert abs(total[:, i].var(ddof=1) - cov[i][i] * T) < Z * cov[i][i] * T * math.sqrt(2 / n)
-    same = levopt.simulate(make_config(paths=30000, horizon_days=10, model={"kind": "gbm", "mu": [0.1, 0.0], "sigma": [0.8, 0.6], "corr": [[1, 0.5], [0.5, 1]]}, policy=TWO_ASSETS))
+    same = levopt.simulate(
+        make_config(
+            paths=30000,
+            horizon_days=10,
+            model={"kind": "gbm", "mu": [0.1, 0.0], "sigma": [0.8, 0.6], "corr": [[1, 0.5], [0.5, 1]]},
+            policy=TWO_ASSETS,
+        )
+    )
     np.testing.assert_allclose(same, x, rtol=1e-12, atol=1e-15)
 
 
@@ -85,7 +101,9 @@ def test_merton_call_matches_series(strike):
     ],
 )
 def test_garch_unconditional_variance(params):
-    x = levopt.simulate(make_config(paths=4000, horizon_days=250, model={"kind": "garch", "mu": 0.0, **params}))
+    x = levopt.simulate(
+        make_config(paths=4000, horizon_days=250, model={"kind": "garch", "mu": 0.0, **params})
+    )
     h_bar = params["omega"] / (1 - params["alpha"] - params["beta"] - params.get("gamma", 0.0) / 2)
     # Paths are independent: the per-path mean square is an i.i.d. sample; its mean estimates E[x^2].
     per_path = (x**2).mean(axis=1)
@@ -100,7 +118,9 @@ def test_garch_unconditional_variance(params):
 
 def test_t_shocks_have_unit_variance_and_t_shape():
     nu = 5.0
-    cfg = make_config(model={"kind": "garch", "omega": 1e-5, "alpha": 0.1, "beta": 0.8, "dist": "t", "nu": nu})
+    cfg = make_config(
+        model={"kind": "garch", "omega": 1e-5, "alpha": 0.1, "beta": 0.8, "dist": "t", "nu": nu}
+    )
     model = levopt.build(cfg).model
     noise = model.noise(jax.random.PRNGKey(3), 200_000, jnp.float64)
     eps = np.asarray(jax.vmap(model.standardized_shock)(noise))[:, 0]
@@ -150,6 +170,8 @@ def test_every_model_works_under_jit_vmap_grad(kind, tmp_path):
 
 
 def test_garch_starts_at_h0_when_given():
-    model = levopt.build(make_config(model={"kind": "garch", "omega": 1e-5, "alpha": 0.1, "beta": 0.8, "h0": 4e-4})).model
+    model = levopt.build(
+        make_config(model={"kind": "garch", "omega": 1e-5, "alpha": 0.1, "beta": 0.8, "h0": 4e-4})
+    ).model
     assert isinstance(model, Garch)
     np.testing.assert_allclose(np.asarray(model.init(jnp.float64)), [4e-4])

@@ -12,7 +12,7 @@ from test_engine import kelly_discrete
 
 import levopt
 from levopt.engine import simulate_chunk
-from levopt.runner import STREAM_PATHS
+from levopt.problem import STREAM_PATHS
 
 
 def growth(cfg: dict) -> tuple[float, float]:
@@ -42,14 +42,26 @@ def test_policies_reduce_to_constant_leverage_under_gbm(policy, leverage):
 def test_cppi_keeps_equity_near_its_floor():
     floor = 0.8
     cfg = make_config(
-        paths=2048, horizon_days=180, model=GBM, market=MARKET,
+        paths=2048,
+        horizon_days=180,
+        model=GBM,
+        market=MARKET,
         policy={"kind": "cppi", "multiplier": 3.0, "floor": floor, "max_leverage": 5.0, "rebalance": 1},
     )
     problem = levopt.build(cfg)
     _, traj = jax.jit(
         lambda k: simulate_chunk(
-            k, jax.numpy.zeros((), jax.numpy.int32), problem.model, problem.policy, problem.market, n_blocks=8,
-            steps=problem.cfg.steps, dt=problem.cfg.dt, dtype=problem.dtype, ruin_floor=1e-6, record=True,
+            k,
+            jax.numpy.zeros((), jax.numpy.int32),
+            problem.model,
+            problem.policy,
+            problem.market,
+            n_blocks=8,
+            steps=problem.cfg.steps,
+            dt=problem.cfg.dt,
+            dtype=problem.dtype,
+            ruin_floor=1e-6,
+            record=True,
         )
     )(problem.key(STREAM_PATHS))
     equity = np.asarray(traj.equity)
@@ -68,7 +80,9 @@ def test_bootstrap_resamples_rows_in_blocks(tmp_path):
     np.savetxt(path, data, delimiter=",", header="a,b", comments="")
     block = 8.0
     cfg = make_config(
-        paths=4000, horizon_days=50, model={"kind": "bootstrap", "data": str(path), "returns": "log", "block": block},
+        paths=4000,
+        horizon_days=50,
+        model={"kind": "bootstrap", "data": str(path), "returns": "log", "block": block},
         policy={"kind": "constant", "weights": [0.5, 0.5]},
     )
     x = levopt.simulate(cfg)
@@ -94,13 +108,23 @@ def test_optimizing_vol_target_finds_the_kelly_volatility():
 
     paths, mu, sigma, r = 4000, 0.4, 0.8, 0.05
     cfg = make_config(
-        paths=paths, horizon_days=365, model=GBM, market=MARKET,
-        policy={"kind": "vol_target", "target_vol": {"init": 0.2, "min": 0.05, "max": 2.0},
-                "max_leverage": 10.0, "estimator": "model"},
-        objective={"maximize": "log_growth"}, optimizer={"method": "optax", "steps": 200, "paths": paths},
+        paths=paths,
+        horizon_days=365,
+        model=GBM,
+        market=MARKET,
+        policy={
+            "kind": "vol_target",
+            "target_vol": {"init": 0.2, "min": 0.05, "max": 2.0},
+            "max_leverage": 10.0,
+            "estimator": "model",
+        },
+        objective={"maximize": "log_growth"},
+        optimizer={"method": "optax", "steps": 200, "paths": paths},
     )
     res = levopt.run(cfg, profiles=False)
-    f_star = sopt.minimize_scalar(lambda f: -kelly_discrete(f, mu, sigma, r, 1 / 365), bounds=(0, 3), method="bounded").x
+    f_star = sopt.minimize_scalar(
+        lambda f: -kelly_discrete(f, mu, sigma, r, 1 / 365), bounds=(0, 3), method="bounded"
+    ).x
     # The argmax of the sample growth in leverage has sd 1/(sigma sqrt(N T)); in target_vol, sigma times that.
     se = sigma / (sigma * math.sqrt(paths))
     assert abs(res["policy"]["target_vol"] - sigma * f_star) < Z * se

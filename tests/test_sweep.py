@@ -17,7 +17,11 @@ import levopt
 from levopt.io import read_json
 from levopt.sweep import SweepRunner, run_sweep
 
-SWEEP = {"model.sigma": [0.4, 0.6, 0.8], "market.borrow_rate": [0.0, 0.1, 0.2], "policy.leverage": [2.0, 3.0, 5.0]}
+SWEEP = {
+    "model.sigma": [0.4, 0.6, 0.8],
+    "market.borrow_rate": [0.0, 0.1, 0.2],
+    "policy.leverage": [2.0, 3.0, 5.0],
+}
 NUMBERS = ["metrics.log_growth", "metrics.liquidation_probability", "metrics.cvar", "stderr.log_growth"]
 
 
@@ -35,10 +39,26 @@ def baseline(sweep_file, tmp_path_factory):
 
 def test_grid_has_one_row_per_point_and_matches_evaluate(baseline, sweep_file):
     assert len(baseline) == 27 and baseline["point"].tolist() == list(range(27))
-    assert set(baseline.columns) >= {"model.sigma", "market.borrow_rate", "policy.leverage", *NUMBERS, "wall_s"}
-    row = baseline[(baseline["model.sigma"] == 0.6) & (baseline["market.borrow_rate"] == 0.1) & (baseline["policy.leverage"] == 5.0)]
-    single = levopt.evaluate(make_config(paths=512, model={"kind": "gbm", "mu": 0.0, "sigma": 0.6},
-                                         market__borrow_rate=0.1, policy__leverage=5.0))
+    assert set(baseline.columns) >= {
+        "model.sigma",
+        "market.borrow_rate",
+        "policy.leverage",
+        *NUMBERS,
+        "wall_s",
+    }
+    row = baseline[
+        (baseline["model.sigma"] == 0.6)
+        & (baseline["market.borrow_rate"] == 0.1)
+        & (baseline["policy.leverage"] == 5.0)
+    ]
+    single = levopt.evaluate(
+        make_config(
+            paths=512,
+            model={"kind": "gbm", "mu": 0.0, "sigma": 0.6},
+            market__borrow_rate=0.1,
+            policy__leverage=5.0,
+        )
+    )
     assert row["metrics.log_growth"].item() == pytest.approx(single["metrics"]["log_growth"], rel=1e-12)
 
 
@@ -59,7 +79,10 @@ def test_two_forced_cpu_devices_give_identical_numbers(baseline, sweep_file, tmp
     env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2", JAX_PLATFORMS="cpu")
     proc = subprocess.run(
         [sys.executable, "-m", "levopt.cli", "run", str(sweep_file), "--out", str(tmp_path), "--no-report"],
-        env=env, capture_output=True, text=True, timeout=600,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert proc.returncode == 0, proc.stderr
     frame = pd.read_parquet(tmp_path / "results.parquet")
@@ -87,10 +110,14 @@ def test_local_ray_instance_gives_identical_numbers(baseline, sweep_file, tmp_pa
         (["--executor", "ray", "--address", "127.0.0.1:1"], "--address"),
     ],
 )
-def test_bad_sweep_input_is_one_line_and_keeps_finished_points(monkeypatch, capsys, sweep_file, tmp_path, args, field):
+def test_bad_sweep_input_is_one_line_and_keeps_finished_points(
+    monkeypatch, capsys, sweep_file, tmp_path, args, field
+):
     SweepRunner(levopt.load_config(sweep_file), tmp_path, limit=2, batch=2).run()
     before = sorted(p.name for p in (tmp_path / "points").iterdir())
-    code, _, err = run_cli(monkeypatch, capsys, "run", str(sweep_file), "--out", str(tmp_path), "--resume", "--no-report", *args)
+    code, _, err = run_cli(
+        monkeypatch, capsys, "run", str(sweep_file), "--out", str(tmp_path), "--resume", "--no-report", *args
+    )
     lines = [line for line in err.strip().splitlines() if line.strip()]
     assert code == 2 and len(lines) == 1 and field in lines[0], err
     assert sorted(p.name for p in (tmp_path / "points").iterdir()) == before

@@ -30,7 +30,8 @@ import pandas as pd  # noqa: E402
 import levopt  # noqa: E402
 from levopt.config import read_yaml  # noqa: E402
 from levopt.objectives.metrics import log_growth  # noqa: E402
-from levopt.runner import STREAM_OUT_OF_SAMPLE, run  # noqa: E402
+from levopt.problem import STREAM_OUT_OF_SAMPLE  # noqa: E402
+from levopt.runner import run  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 POLICIES = ("constant", "schedule", "vol_target", "vol_target_ewma")

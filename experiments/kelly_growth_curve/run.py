@@ -32,7 +32,7 @@ import levopt  # noqa: E402
 from levopt.config import read_yaml  # noqa: E402
 from levopt.objectives import METRICS  # noqa: E402
 from levopt.objectives.metrics import log_growth  # noqa: E402
-from levopt.runner import STREAM_PATHS  # noqa: E402
+from levopt.problem import STREAM_PATHS  # noqa: E402
 from levopt.sweep import run_sweep  # noqa: E402
 
 HERE = Path(__file__).resolve().parent

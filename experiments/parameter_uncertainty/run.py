@@ -31,7 +31,7 @@ import levopt
 from levopt.config import load_config, read_yaml
 from levopt.io import write_json
 from levopt.objectives import evaluate_metrics, get_metric
-from levopt.runner import STREAM_PATHS
+from levopt.problem import STREAM_PATHS
 
 HERE = Path(__file__).resolve().parent
 

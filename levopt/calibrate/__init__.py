@@ -9,15 +9,15 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from levopt.calibrate.config import CalibratedModelConfig, CalibrateSpec, check_model_section
     from levopt.calibrate.fit import CalibrationResult, CalibrationWarning, calibrate, check_diagnostics
     from levopt.calibrate.posterior import calibrate_config, model_from_calibration
     from levopt.calibrate.ppc import posterior_predictive_check
+    from levopt.config.calibrated import CalibratedModelConfig, CalibrateSpec, check_model_section
 
 _EXPORTS = {
-    "CalibrateSpec": "levopt.calibrate.config",
-    "CalibratedModelConfig": "levopt.calibrate.config",
-    "check_model_section": "levopt.calibrate.config",
+    "CalibrateSpec": "levopt.config.calibrated",
+    "CalibratedModelConfig": "levopt.config.calibrated",
+    "check_model_section": "levopt.config.calibrated",
     "CalibrationResult": "levopt.calibrate.fit",
     "CalibrationWarning": "levopt.calibrate.fit",
     "calibrate": "levopt.calibrate.fit",

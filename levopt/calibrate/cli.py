@@ -12,6 +12,7 @@ from typing import Annotated, Any, Optional
 
 import typer
 
+from levopt.config import config_dir, load_config
 from levopt.errors import ConfigError
 
 _DEFAULTS = {"model": "garch", "dist": "normal", "warmup": 500, "samples": 500, "chains": 2, "seed": 0}
@@ -68,47 +69,88 @@ def calibrate_command(
     out: Annotated[Path, typer.Option("--out", help="Output directory.")] = Path("runs/calibrate"),
 ) -> None:
     """Calibrate a path model by NUTS; write posterior.json, draws.parquet and ppc.json to --out."""
+    if (config is None) == (data is None):
+        raise ConfigError("calibrate", "give either a CONFIG file or --data FILE (not both)")
+    if config is not None:
+        _reject_model_options(model=model, dist=dist, frequency=frequency, column=column)
+        result, key = _from_config(config, warmup, samples, chains, seed)
+    else:
+        result, key = _from_data(
+            data,
+            model=model,
+            dist=dist,
+            gjr=gjr,
+            steps_per_day=steps_per_day,
+            frequency=frequency,
+            column=column,
+            keep_last=keep_last,
+            warmup=warmup,
+            samples=samples,
+            chains=chains,
+            seed=seed,
+        )
+    _write_outputs(result, key, out, ppc_paths)
+    _print_summary(result, out)
+
+
+def _reject_model_options(**options: str | None) -> None:
+    """With a config, the model section is the only source of these settings."""
+    for name, value in options.items():
+        if value is not None:
+            raise ConfigError(
+                f"--{name}", "comes from the config's model section; drop it or drop the config"
+            )
+
+
+def _from_data(
+    data: Path,
+    *,
+    model: str | None,
+    dist: str | None,
+    gjr: bool,
+    steps_per_day: float,
+    frequency: str | None,
+    column: str | None,
+    keep_last: bool,
+    warmup: int | None,
+    samples: int | None,
+    chains: int | None,
+    seed: int | None,
+) -> Any:
+    import jax
+
+    from levopt.calibrate.fit import calibrate
+
+    kind = model or _DEFAULTS["model"]
+    if kind not in ("gbm", "merton", "garch"):
+        raise ConfigError("--model", f"unknown model {kind!r}; allowed: gbm, merton, garch")
+    seed_ = _DEFAULTS["seed"] if seed is None else seed
+    key = jax.random.fold_in(jax.random.PRNGKey(seed_), 2)
+    result = calibrate(
+        data,
+        model=kind,
+        dist=dist or _DEFAULTS["dist"],
+        gjr=gjr,
+        steps_per_day=steps_per_day,
+        warmup=warmup or _DEFAULTS["warmup"],
+        samples=samples or _DEFAULTS["samples"],
+        chains=chains or _DEFAULTS["chains"],
+        key=key,
+        column=column,
+        frequency=frequency,
+        drop_last_partial=not keep_last,
+    )
+    result.summary["diagnostics"]["seed"] = seed_
+    return result, key
+
+
+def _write_outputs(result: Any, key: Any, out: Path, ppc_paths: int) -> None:
     import io
 
     import jax
 
-    from levopt.calibrate.fit import calibrate
     from levopt.calibrate.ppc import posterior_predictive_check
     from levopt.io import atomic_write_bytes, write_json
-
-    if (config is None) == (data is None):
-        raise ConfigError("calibrate", "give either a CONFIG file or --data FILE (not both)")
-    if config is not None:
-        for name, value in (
-            ("--model", model),
-            ("--dist", dist),
-            ("--frequency", frequency),
-            ("--column", column),
-        ):
-            if value is not None:
-                raise ConfigError(name, "comes from the config's model section; drop it or drop the config")
-        result, key = _from_config(config, warmup, samples, chains, seed)
-    else:
-        kind = model or _DEFAULTS["model"]
-        if kind not in ("gbm", "merton", "garch"):
-            raise ConfigError("--model", f"unknown model {kind!r}; allowed: gbm, merton, garch")
-        seed_ = _DEFAULTS["seed"] if seed is None else seed
-        key = jax.random.fold_in(jax.random.PRNGKey(seed_), 2)
-        result = calibrate(
-            data,
-            model=kind,
-            dist=dist or _DEFAULTS["dist"],
-            gjr=gjr,
-            steps_per_day=steps_per_day,
-            warmup=warmup or _DEFAULTS["warmup"],
-            samples=samples or _DEFAULTS["samples"],
-            chains=chains or _DEFAULTS["chains"],
-            key=key,
-            column=column,
-            frequency=frequency,
-            drop_last_partial=not keep_last,
-        )
-        result.summary["diagnostics"]["seed"] = seed_
 
     summary = dict(result.summary)
     summary["timings"] = {"sampler_s": result.seconds}
@@ -121,14 +163,12 @@ def calibrate_command(
             out / "ppc.json",
             posterior_predictive_check(result, jax.random.fold_in(key, 1), n_paths=ppc_paths),
         )
-    _print_summary(result, out)
 
 
 def _from_config(
     config: Path, warmup: int | None, samples: int | None, chains: int | None, seed: int | None
 ) -> Any:
     from levopt.calibrate.posterior import calibrate_config, calibration_key
-    from levopt.config import load_config
 
     overrides = [
         f"model.calibrate.{k}={v}"
@@ -138,7 +178,7 @@ def _from_config(
     cfg = load_config(config, overrides)
     if "calibrate" not in cfg.model:
         raise ConfigError("model.calibrate", f"{config} has no calibrate block in its model section")
-    result, spec = calibrate_config(cfg)
+    result, spec = calibrate_config(cfg, config_dir(config))
     return result, calibration_key(cfg, spec)
 
 

@@ -501,19 +501,7 @@ def calibrate(
         >>> res = calibrate("btc_usd_daily.csv", model="garch", dist="t", drop_last_partial=True)
         >>> res.summary["alpha"]["mean"], res.to_model("posterior").alpha.shape
     """
-    if model not in MODEL_CLASSES:
-        raise ConfigError("model.kind", f"cannot calibrate {model!r}; allowed: gbm, merton, garch")
-    if dist not in ("normal", "t"):
-        raise ConfigError("model.dist", f"unknown shock distribution {dist!r}; allowed: normal, t")
-    fixed = {k: float(v) for k, v in (fixed or {}).items()}
-    allowed = FIXABLE[model] if not (model == "garch" and dist == "normal") else ("mu",)
-    for k in fixed:
-        if k not in allowed:
-            raise ConfigError(
-                f"model.{k}", f"cannot be fixed when calibrating {model}; fixable: {', '.join(allowed)}"
-            )
-    if "nu" in fixed and fixed["nu"] <= 2:
-        raise ConfigError("model.nu", f"must be > 2 (finite variance), got {fixed['nu']}")
+    fixed = _checked_fixed(model, dist, fixed)
     returns = _returns_from(
         data,
         kind=model,
@@ -525,13 +513,68 @@ def calibrate(
         end=end,
         timestamp_col=timestamp_col,
     )
+    _check_enough_returns(returns)
+    seed_used = seed if key is None else None
+    key = jax.random.PRNGKey(seed) if key is None else key
+    draws_by_chain, diverging, seconds = _sample_posterior(
+        model,
+        dist,
+        gjr,
+        fixed,
+        returns,
+        key,
+        warmup=warmup,
+        samples=samples,
+        chains=chains,
+        target_accept=target_accept,
+    )
+    settings = {"warmup": warmup, "samples": samples, "chains": chains, "seed": seed_used}
+    summary = calibration_summary(model, dist, gjr, draws_by_chain, diverging, returns, settings, fixed)
+    flat = {k: v.reshape(-1) for k, v in draws_by_chain.items()}
+    return CalibrationResult(model, dist, gjr, flat, summary, returns, chains, fixed, seconds)
+
+
+def _checked_fixed(model: str, dist: str, fixed: Mapping[str, float] | None) -> dict[str, float]:
+    """The fixed parameters as floats, once the model, shocks and each fixed name are known to fit."""
+    if model not in MODEL_CLASSES:
+        raise ConfigError("model.kind", f"cannot calibrate {model!r}; allowed: gbm, merton, garch")
+    if dist not in ("normal", "t"):
+        raise ConfigError("model.dist", f"unknown shock distribution {dist!r}; allowed: normal, t")
+    out = {k: float(v) for k, v in (fixed or {}).items()}
+    allowed = FIXABLE[model] if not (model == "garch" and dist == "normal") else ("mu",)
+    for k in out:
+        if k not in allowed:
+            raise ConfigError(
+                f"model.{k}", f"cannot be fixed when calibrating {model}; fixable: {', '.join(allowed)}"
+            )
+    if "nu" in out and out["nu"] <= 2:
+        raise ConfigError("model.nu", f"must be > 2 (finite variance), got {out['nu']}")
+    return out
+
+
+def _check_enough_returns(returns: Returns) -> None:
     n = returns.values.shape[0]
     if n < 20:
         raise DataError(f"{returns.source or 'returns'}: {n} returns, at least 20 are needed to calibrate")
     if np.std(returns.values) == 0:
         raise DataError(f"{returns.source or 'returns'}: all returns are equal; nothing to calibrate")
-    seed_used = seed if key is None else None
-    key = jax.random.PRNGKey(seed) if key is None else key
+
+
+def _sample_posterior(
+    model: str,
+    dist: str,
+    gjr: bool,
+    fixed: Mapping[str, float],
+    returns: Returns,
+    key: jax.Array,
+    *,
+    warmup: int,
+    samples: int,
+    chains: int,
+    target_accept: float,
+) -> tuple[dict[str, np.ndarray], np.ndarray, float]:
+    """Per-chain draws of the kept parameters (GARCH adds the last conditional variance), the
+    divergence flags and the sampler's wall time in seconds."""
     t0 = time.perf_counter()
     raw, diverging = run_nuts(
         model,
@@ -548,8 +591,4 @@ def calibrate(
     )
     seconds = time.perf_counter() - t0
     keep = list(estimated_params(model, dist)) + (["h_last"] if model == "garch" else [])
-    draws_by_chain = {k: np.asarray(raw[k], np.float64) for k in keep}
-    settings = {"warmup": warmup, "samples": samples, "chains": chains, "seed": seed_used}
-    summary = calibration_summary(model, dist, gjr, draws_by_chain, diverging, returns, settings, fixed)
-    flat = {k: v.reshape(-1) for k, v in draws_by_chain.items()}
-    return CalibrationResult(model, dist, gjr, flat, summary, returns, chains, fixed, seconds)
+    return {k: np.asarray(raw[k], np.float64) for k in keep}, diverging, seconds

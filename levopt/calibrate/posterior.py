@@ -8,14 +8,11 @@ from typing import Any
 
 import jax
 
-from levopt.calibrate.config import CalibratedModelConfig, check_model_section
 from levopt.calibrate.fit import CalibrationResult, calibrate
-from levopt.config import Config, resolve_path
+from levopt.config import CalibratedModelConfig, Config, check_model_section, resolve_path
+from levopt.data.load import load_prices
 from levopt.paths import PathModel
-
-STREAM_CALIBRATION = 2
-"""Must equal ``levopt.runner.STREAM_CALIBRATION`` (checked in tests; not imported here because
-the runner imports this module)."""
+from levopt.problem import STREAM_CALIBRATION
 
 
 def calibration_key(cfg: Config, spec: CalibratedModelConfig) -> jax.Array:
@@ -24,11 +21,13 @@ def calibration_key(cfg: Config, spec: CalibratedModelConfig) -> jax.Array:
     return jax.random.fold_in(jax.random.PRNGKey(seed), STREAM_CALIBRATION)
 
 
-def calibrate_config(cfg: Config) -> tuple[CalibrationResult, CalibratedModelConfig]:
-    """Run the calibration a config's ``model.calibrate`` block describes."""
+def calibrate_config(
+    cfg: Config, base_dir: str | Path = "."
+) -> tuple[CalibrationResult, CalibratedModelConfig]:
+    """Run the calibration a config's ``model.calibrate`` block describes (``data`` relative to ``base_dir``)."""
     spec = check_model_section(cfg.model)
     c = spec.calibrate
-    path = Path(os.path.normpath(resolve_path(cfg, c.data)))
+    path = Path(os.path.normpath(resolve_path(base_dir, c.data)))
     result = calibrate(
         _load(path, c),
         model=spec.kind,
@@ -51,8 +50,6 @@ def calibrate_config(cfg: Config) -> tuple[CalibrationResult, CalibratedModelCon
 
 
 def _load(path: Any, c: Any) -> Any:
-    from levopt.data.load import load_prices
-
     df = load_prices(
         path,
         timestamp_col=c.timestamp_column,
@@ -64,10 +61,12 @@ def _load(path: Any, c: Any) -> Any:
     return df
 
 
-def model_from_calibration(cfg: Config, dtype: Any) -> tuple[PathModel, int | None, dict[str, Any]]:
+def model_from_calibration(
+    cfg: Config, dtype: Any, base_dir: str | Path = "."
+) -> tuple[PathModel, int | None, dict[str, Any]]:
     """Calibrate the config's model to its data and build the path model to simulate.
 
-    Called by :func:`levopt.runner.build` when ``model`` has a ``calibrate`` key.
+    Called by :func:`levopt.build` when ``model`` has a ``calibrate`` key.
 
     Returns:
         ``(model, n_draws, summary)``. With ``uncertainty: posterior`` every array leaf of the
@@ -77,7 +76,7 @@ def model_from_calibration(cfg: Config, dtype: Any) -> tuple[PathModel, int | No
         ``summary`` is the calibration summary (posterior mean, sd, 5%/95% quantiles, r̂, ESS
         per parameter, diagnostics, data).
     """
-    result, spec = calibrate_config(cfg)
+    result, spec = calibrate_config(cfg, base_dir)
     model = result.to_model(
         spec.uncertainty, dtype, initial_variance=spec.calibrate.initial_variance, h0=spec.h0
     )

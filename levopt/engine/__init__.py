@@ -12,4 +12,15 @@ from levopt.engine.simulate import (
     simulate_returns,
 )
 
-__all__ = ["BLOCK", "draw_noise", "Market", "MarketConfig", "Outcome", "Trajectory", "simulate_chunk", "simulate_outcome", "simulate_outcome_jit", "simulate_returns"]
+__all__ = [
+    "BLOCK",
+    "draw_noise",
+    "Market",
+    "MarketConfig",
+    "Outcome",
+    "Trajectory",
+    "simulate_chunk",
+    "simulate_outcome",
+    "simulate_outcome_jit",
+    "simulate_returns",
+]

@@ -13,13 +13,13 @@ import equinox as eqx
 import jax.numpy as jnp
 import numpy as np
 from jax import Array
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
+
+from levopt.schema import StrictModel
 
 
-class MarketConfig(BaseModel):
+class MarketConfig(StrictModel):
     """Venue and financing parameters (all rates annualized, decimals)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     borrow_rate: float = Field(0.0, ge=0, description="interest on notional above equity")
     cash_rate: float = Field(0.0, ge=0, description="interest earned on idle cash (leverage < 1)")

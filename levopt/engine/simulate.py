@@ -97,6 +97,65 @@ def _crossing_probability(x: Array, barrier: Array, var: Array, downward: Array)
     return jnp.where(crossed, 1.0, jnp.exp(jnp.where(crossed, 0.0, exponent)))
 
 
+def _bridge(
+    alive: Array,
+    x: Array,
+    vol: Array,
+    n: Array,
+    n_end: Array,
+    w: Array,
+    carry_cost: Array,
+    mm: Array,
+    model: PathModel,
+) -> tuple[Array, Array, Array]:
+    """Brownian-bridge probability that the step crossed the liquidation level, whether the path has
+    such a level, and the gross notional at it."""
+    gross = jnp.sum(jnp.abs(n))
+    safe_gross = jnp.where(gross > 0, gross, 1.0)
+    if n.shape[0] == 1:
+        # One asset: the liquidation level is an exact log-price barrier.
+        long = n[0] > 0
+        denom = jnp.where(long, n[0] * (1 - mm), n[0] * (1 + mm))
+        level = (n[0] - w - carry_cost) / jnp.where(denom != 0, denom, 1.0)
+        has_barrier = alive & (gross > 0) & (level > 0)
+        barrier = jnp.log(jnp.where(level > 0, level, 1.0))
+        p_bridge = _crossing_probability(x[0], barrier, vol[0] ** 2, long)
+        gross_at_level = gross * jnp.where(has_barrier, level, 1.0)
+    else:
+        # Several assets: gross-normalized P&L y = sum N_i (e^{x_i} - 1) / G as arithmetic BM,
+        # barrier y* = (mm G - W - cost) / G, step variance from the model's correlation.
+        y = jnp.sum(n_end - n) / safe_gross
+        barrier = (mm * gross - w - carry_cost) / safe_gross
+        loading = model.corr_chol.T @ (n * vol)
+        var = jnp.sum(loading**2) / safe_gross**2
+        has_barrier = alive & (gross > 0) & (barrier < 0)
+        p_bridge = _crossing_probability(y, barrier, var, jnp.array(True))
+        gross_at_level = gross
+    return p_bridge, has_barrier, gross_at_level
+
+
+def _rebalance(
+    alive: Array,
+    t: Array,
+    w: Array,
+    n: Array,
+    model: PathModel,
+    model_state: Any,
+    policy: Policy,
+    policy_state: Any,
+    market: Market,
+    steps: int,
+    dt: float,
+) -> tuple[Array, Array]:
+    """Trade back to the policy's target when a rebalance is due, paying fees and slippage."""
+    due = alive & ((t + 1) % policy.rebalance_every == 0) & (t + 1 < steps)
+    mu_next = model.mean_return()
+    vol_next = model.current_vol(model_state, dt)
+    n_target = policy.target(policy_state, t + 1, w, vol_next, mu_next) * w
+    cost = trading_cost(n_target - n, market.trading_cost_rate)
+    return jnp.where(due, w - cost, w), jnp.where(due, n_target, n)
+
+
 def _step_path(
     carry: _Carry,
     noise: Any,
@@ -120,29 +179,9 @@ def _step_path(
     carry_cost = carry_cost + funding_payment(jnp.sum(n), market.funding_rate, dt)
     n_end = n * jnp.exp(x)
     w_end = w + jnp.sum(n_end - n) + carry_cost
-    gross, gross_end = jnp.sum(jnp.abs(n)), jnp.sum(jnp.abs(n_end))
+    gross_end = jnp.sum(jnp.abs(n_end))
     hit = carry.alive & (w_end <= maintenance_requirement(gross_end, mm))
-    safe_gross = jnp.where(gross > 0, gross, 1.0)
-
-    if n.shape[0] == 1:
-        # One asset: the liquidation level is an exact log-price barrier.
-        long = n[0] > 0
-        denom = jnp.where(long, n[0] * (1 - mm), n[0] * (1 + mm))
-        level = (n[0] - w - carry_cost) / jnp.where(denom != 0, denom, 1.0)
-        has_barrier = carry.alive & (gross > 0) & (level > 0)
-        barrier = jnp.log(jnp.where(level > 0, level, 1.0))
-        p_bridge = _crossing_probability(x[0], barrier, vol[0] ** 2, long)
-        gross_at_level = gross * jnp.where(has_barrier, level, 1.0)
-    else:
-        # Several assets: gross-normalized P&L y = sum N_i (e^{x_i} - 1) / G as arithmetic BM,
-        # barrier y* = (mm G - W - cost) / G, step variance from the model's correlation.
-        y = jnp.sum(n_end - n) / safe_gross
-        barrier = (mm * gross - w - carry_cost) / safe_gross
-        loading = model.corr_chol.T @ (n * vol)
-        var = jnp.sum(loading**2) / safe_gross**2
-        has_barrier = carry.alive & (gross > 0) & (barrier < 0)
-        p_bridge = _crossing_probability(y, barrier, var, jnp.array(True))
-        gross_at_level = gross
+    p_bridge, has_barrier, gross_at_level = _bridge(carry.alive, x, vol, n, n_end, w, carry_cost, mm, model)
     p = jnp.where(hit, 1.0, jnp.where(has_barrier, p_bridge, 0.0))
 
     # Equity after liquidation: at the maintenance level for continuous moves, post-gap for jumps.
@@ -165,13 +204,9 @@ def _step_path(
     alive = carry.alive & ~hit
     policy_state = policy.observe(carry.policy_state, x, w_next)
     if policy.rebalance_every > 0:
-        due = alive & ((t + 1) % policy.rebalance_every == 0) & (t + 1 < steps)
-        mu_next = model.mean_return()
-        vol_next = model.current_vol(model_state, dt)
-        n_target = policy.target(policy_state, t + 1, w_next, vol_next, mu_next) * w_next
-        cost = trading_cost(n_target - n_next, market.trading_cost_rate)
-        w_next = jnp.where(due, w_next - cost, w_next)
-        n_next = jnp.where(due, n_target, n_next)
+        w_next, n_next = _rebalance(
+            alive, t, w_next, n_next, model, model_state, policy, policy_state, market, steps, dt
+        )
 
     peak = jnp.maximum(carry.peak, w_next)
     max_dd = jnp.maximum(carry.max_dd, 1.0 - w_next / peak)
@@ -223,7 +258,9 @@ def _open_path(
     )
 
 
-def _block_noise(key: Array, t: Array, block_ids: Array, block_model: PathModel, batched: bool, dtype: Any) -> Any:
+def _block_noise(
+    key: Array, t: Array, block_ids: Array, block_model: PathModel, batched: bool, dtype: Any
+) -> Any:
     """Noise of step ``t`` for whole blocks of paths, flattened to ``(n_blocks * BLOCK, ...)``."""
 
     def one_block(block: Array, m: PathModel) -> Any:
@@ -275,7 +312,9 @@ def simulate_chunk(
     in_model = 0 if batched else None
     block_model = _per_block(path_model, n_blocks, batched)
 
-    open_all = jax.vmap(lambda m: _open_path(m, policy, market, dt, dtype, ruin_floor), in_axes=(in_model,), axis_size=n)
+    open_all = jax.vmap(
+        lambda m: _open_path(m, policy, market, dt, dtype, ruin_floor), in_axes=(in_model,), axis_size=n
+    )
     carry0 = open_all(path_model)
     step_all = jax.vmap(
         lambda c, z, t, m: _step_path(c, z, t, m, policy, market, steps, dt, ruin_floor),
@@ -362,8 +401,18 @@ def simulate_outcome(
 
     def one_chunk(c: Array) -> Outcome:
         outcome, _ = simulate_chunk(
-            key, c * per_chunk, model, policy, market, n_blocks=per_chunk, steps=steps, dt=dt,
-            dtype=dtype, ruin_floor=ruin_floor, n_draws=n_draws, noise=noise,
+            key,
+            c * per_chunk,
+            model,
+            policy,
+            market,
+            n_blocks=per_chunk,
+            steps=steps,
+            dt=dt,
+            dtype=dtype,
+            ruin_floor=ruin_floor,
+            n_draws=n_draws,
+            noise=noise,
         )
         return outcome
 
@@ -381,7 +430,9 @@ simulate_outcome_jit = jax.jit(
 """:func:`simulate_outcome` compiled once per shape and setting, reused across calls."""
 
 
-def draw_noise(key: Array, model: PathModel, *, paths: int, steps: int, dtype: Any, n_draws: int | None = None) -> Any:
+def draw_noise(
+    key: Array, model: PathModel, *, paths: int, steps: int, dtype: Any, n_draws: int | None = None
+) -> Any:
     """All the noise of ``paths`` paths (rounded up to whole blocks), leading axes ``(steps, paths)``."""
     n_blocks = math.ceil(paths / BLOCK)
     path_model = _path_params(model, jnp.zeros((), jnp.int32), n_blocks * BLOCK, n_draws)
@@ -407,7 +458,9 @@ def simulate_returns(
 
     def body(state: Any, t: Array):
         noise = _block_noise(key, t, block_ids, block_model, batched, dtype)
-        state, out = jax.vmap(lambda s, z, m: m.step(s, z, dt), in_axes=(0, 0, in_model))(state, noise, path_model)
+        state, out = jax.vmap(lambda s, z, m: m.step(s, z, dt), in_axes=(0, 0, in_model))(
+            state, noise, path_model
+        )
         return state, out.log_return
 
     state0 = jax.vmap(lambda m: m.init(dtype), in_axes=(in_model,), axis_size=n)(path_model)

@@ -1,15 +1,24 @@
-"""Metrics and differentiable objectives of simulated outcomes, in the :data:`METRICS` registry."""
+"""The metric catalogue (:data:`METRICS`): differentiable metrics of simulated outcomes, with their
+direction, report label and unit, standard errors and convex forms."""
 
 from levopt.objectives import metrics
 from levopt.objectives._base import (
     METRICS,
     RUIN_FLOOR,
+    STDERR_BATCHES,
     Context,
+    ConvexForm,
     Metric,
+    MetricRef,
+    MetricSpecs,
     evaluate_metrics,
+    freeze_specs,
     get_metric,
+    hashable,
     metric_arrays,
     objective,
+    register_metric,
+    thaw_specs,
 )
 
 DEFAULT_METRICS = (
@@ -22,4 +31,23 @@ DEFAULT_METRICS = (
     "max_drawdown",
 )
 
-__all__ = ["DEFAULT_METRICS", "METRICS", "RUIN_FLOOR", "Context", "Metric", "evaluate_metrics", "get_metric", "metric_arrays", "metrics", "objective"]
+__all__ = [
+    "DEFAULT_METRICS",
+    "METRICS",
+    "RUIN_FLOOR",
+    "STDERR_BATCHES",
+    "Context",
+    "ConvexForm",
+    "Metric",
+    "MetricRef",
+    "MetricSpecs",
+    "evaluate_metrics",
+    "freeze_specs",
+    "get_metric",
+    "hashable",
+    "metric_arrays",
+    "metrics",
+    "objective",
+    "register_metric",
+    "thaw_specs",
+]

@@ -3,8 +3,9 @@ r"""The convex layer: static allocations optimized on scenarios with cvxpy.
 A static allocation holds weights w (notional / equity, per asset) over one period; its wealth in
 scenario s is the concave function W_s(w) of :func:`~levopt.optimize.scenarios.scenario_wealth`,
 which applies the same venue rules as the Monte Carlo engine. On scenarios with probabilities π_s
-the metrics below are convex or concave in w, so an objective and constraints built from them form
-a convex program (an exponential-cone program when a log appears, an LP otherwise):
+the metrics with a convex form in the catalogue (:class:`~levopt.objectives.ConvexForm`) are convex
+or concave in w, so an objective and constraints built from them form a convex program (an
+exponential-cone program when a log appears, an LP otherwise). The built-in ones:
 
 =================  ===========================================================  ============================
 metric             definition on scenarios                                      usable as
@@ -22,7 +23,9 @@ Rockafellar–Uryasev linear program (an exponential cone per scenario with log 
 −log W is convex). ``kelly_drawdown <= 0`` is Busseti, Ryu & Boyd's risk-constrained Kelly
 condition: when the period's bet is repeated, P(min_t W_t < α) ≤ β. Value-at-risk, liquidation
 probability and expected maximum drawdown are not convex functions of w; asking for them raises
-:class:`~levopt.errors.ConfigError` naming the alternative.
+:class:`~levopt.errors.ConfigError` naming the alternative (the catalogue's ``not_convex``). A
+metric maximized must be concave (higher is better), one minimized convex; constraints bound
+concave metrics below and convex ones above.
 
 Periods. For a policy that rebalances every k steps, one period is k steps and the annualized
 growth of the rebalanced strategy under an i.i.d. model is E log W / T, so the one-period program
@@ -30,7 +33,8 @@ is the multi-period one (the opening cost c·Σ|w| is charged each period, an up
 cost of the smaller rebalancing trades; pass a market with zero fee to ignore it). For
 ``rebalance: never`` the period is the whole horizon and the metrics are the simulator's.
 
-Compilation. A program is built once per (problem structure, scenario set, market) and cached;
+Compilation. A program is built once per (problem structure, scenario set, market) and kept in a
+:class:`ProgramCache` owned by the calling thread (or one passed in);
 the constraint limits and the budget are cvxpy Parameters (DPP), so sweeping a limit re-solves
 without re-canonicalizing. The scenario matrices enter as constants: as Parameters, cvxpy's DPP
 tensor would need one column per matrix entry (gigabytes for 20 000 × 3).
@@ -44,6 +48,7 @@ References:
 from __future__ import annotations
 
 import math
+import threading
 import time
 import warnings
 from collections import OrderedDict
@@ -53,10 +58,10 @@ from typing import Any
 
 import cvxpy as cp
 import numpy as np
-from scipy.special import logsumexp
 
 from levopt.engine.market import Market, MarketConfig
 from levopt.errors import ConfigError, InfeasibleError, SolverError
+from levopt.objectives import Metric, get_metric
 from levopt.optimize.scenarios import (
     Scenarios,
     market_rates,
@@ -81,36 +86,6 @@ __all__ = [
     "steps_per_period",
 ]
 
-# metric -> (direction of "better", allowed constraint sides, option defaults)
-_METRICS: dict[str, tuple[str, tuple[str, ...], dict[str, Any]]] = {
-    "log_growth": ("max", ("min",), {}),
-    "mean_return": ("max", ("min",), {}),
-    "cvar": ("min", ("max",), {"level": 0.95, "returns": "log"}),
-    "gross_leverage": ("min", ("max",), {}),
-    "kelly_drawdown": ("min", ("max",), {"alpha": None, "beta": None}),
-}
-_NOT_CONVEX = {
-    "var": "value-at-risk is not convex in the weights; use {metric: cvar} (CVaR >= VaR, its tightest convex upper bound)",
-    "liquidation_probability": "liquidation needs the simulated paths and is not convex in the weights; "
-    "use optimizer.method: optax",
-    "liquidation_probability_discrete": "liquidation needs the simulated paths and is not convex in the weights; "
-    "use optimizer.method: optax",
-    "max_drawdown": "the expected maximum drawdown is not a convex function of one period's weights; use "
-    "{metric: kelly_drawdown, alpha, beta} (bounds P(min wealth < alpha) <= beta) or optimizer.method: optax",
-}
-_WRONG_SIDE = {
-    ("log_growth", "max"): "an upper limit on log growth is not convex (it is concave in the weights)",
-    ("cvar", "min"): "a lower limit on cvar is not convex (cvar is convex in the weights)",
-    ("mean_return", "max"): (
-        "an upper limit on mean return is not convex (fees and the borrow/cash spread make the wealth "
-        "concave in the weights); bound gross_leverage or cvar instead"
-    ),
-    (
-        "gross_leverage",
-        "min",
-    ): "a lower limit on gross leverage is not convex; set a budget or bounds instead",
-    ("kelly_drawdown", "min"): "a lower limit on kelly_drawdown is not convex",
-}
 _OK = (cp.OPTIMAL, cp.OPTIMAL_INACCURATE)
 _INFEASIBLE = (cp.INFEASIBLE, cp.INFEASIBLE_INACCURATE)
 _UNBOUNDED = (cp.UNBOUNDED, cp.UNBOUNDED_INACCURATE)
@@ -127,8 +102,12 @@ class _Spec:
     sense: str | None = None  # objectives: "max"/"min"; None = the metric's better direction
 
     @property
+    def entry(self) -> Metric:
+        return get_metric(self.metric)
+
+    @property
     def direction(self) -> str:
-        return self.sense or _METRICS[self.metric][0]
+        return self.sense or ("max" if self.entry.higher_is_better else "min")
 
     @property
     def opts(self) -> dict[str, Any]:
@@ -146,56 +125,39 @@ class _Spec:
         return (self.metric, self.options, self.side, self.direction)
 
 
+def _wrong_side(metric: Metric, side: str) -> str:
+    bound = "a lower" if side == "min" else "an upper"
+    shape = "concave" if metric.higher_is_better else "convex"
+    return f"{bound} limit on {metric.name} is not convex ({metric.name} is {shape} in the weights)"
+
+
 def _parse_metric(entry: str | Mapping[str, Any], where: str, constraint: bool) -> list[_Spec]:
+    """A goal or constraint entry checked against the catalogue's convex forms."""
     if isinstance(entry, str):
         entry = {"metric": entry}
     if not isinstance(entry, Mapping) or "metric" not in entry:
         raise ConfigError(where, f"expected a metric name or a mapping with 'metric', got {entry!r}")
     body = {k: v for k, v in entry.items() if k != "label"}
     name = body.pop("metric")
-    if name in _NOT_CONVEX:
-        raise ConfigError(f"{where}.metric", f"{name!r}: {_NOT_CONVEX[name]}")
-    if name not in _METRICS:
-        raise ConfigError(
-            f"{where}.metric",
-            f"unknown metric {name!r} for the convex layer; allowed: {', '.join(sorted(_METRICS))} "
-            "(use optimizer.method: optax for simulated metrics)",
-        )
-    better, sides, defaults = _METRICS[name]
+    metric = get_metric(name, f"{where}.metric")
+    if metric.convex is None:
+        why = metric.not_convex or "has no convex form; use optimizer.method: optax"
+        raise ConfigError(f"{where}.metric", f"{name!r}: {why}")
     limits = {side: body.pop(side) for side in ("min", "max") if side in body}
-    unknown = sorted(set(body) - set(defaults))
-    if unknown:
-        allowed = ", ".join(sorted(defaults)) or "none"
-        raise ConfigError(f"{where}.{unknown[0]}", f"unknown option of {name}; allowed options: {allowed}")
-    opts = {**defaults, **body}
-    if name == "cvar":
-        level = opts["level"]
-        if not (isinstance(level, (int, float)) and 0 < level < 1):
-            raise ConfigError(f"{where}.level", f"must be in (0, 1), got {level!r}")
-        if opts["returns"] not in ("log", "simple"):
-            raise ConfigError(f"{where}.returns", f"must be 'log' or 'simple', got {opts['returns']!r}")
-        opts["level"] = float(level)
-    if name == "kelly_drawdown":
-        for k in ("alpha", "beta"):
-            v = opts[k]
-            if not (isinstance(v, (int, float)) and 0 < v < 1):
-                raise ConfigError(f"{where}.{k}", f"kelly_drawdown needs {k} in (0, 1), got {v!r}")
-            opts[k] = float(v)
-        if constraint and not limits:
-            limits = {"max": 0.0}
-    options = tuple(sorted(opts.items()))
+    options = tuple(sorted(metric.check_options(body, where).items()))
     if not constraint:
         if limits:
             raise ConfigError(where, f"an objective takes no min/max, got {sorted(limits)}")
         return [_Spec(name, options)]
+    if not limits and metric.convex.default_max is not None:
+        limits = {"max": metric.convex.default_max}
+    allowed = "min" if metric.higher_is_better else "max"
     if not limits:
-        raise ConfigError(where, f"a constraint on {name} needs {' or '.join(sides)}")
+        raise ConfigError(where, f"a constraint on {name} needs {allowed}")
     specs = []
     for side, value in limits.items():
-        if side not in sides:
-            raise ConfigError(
-                f"{where}.{side}", _WRONG_SIDE.get((name, side), f"{name} {side} is not convex")
-            )
+        if side != allowed:
+            raise ConfigError(f"{where}.{side}", _wrong_side(metric, side))
         if not (isinstance(value, (int, float)) and math.isfinite(value)):
             raise ConfigError(f"{where}.{side}", f"must be a finite number, got {value!r}")
         specs.append(_Spec(name, options, side, float(value)))
@@ -234,16 +196,16 @@ class ConvexProblem:
     _constraints: tuple[_Spec, ...] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
-        obj = _parse_metric(self.objective, "optimizer.objective", constraint=False)[0]
+        obj = _parse_metric(self.objective, "objective", constraint=False)[0]
         if isinstance(self.constraints, (str, Mapping)):
-            raise ConfigError("optimizer.constraints", "must be a list of {metric, min|max, ...} entries")
+            raise ConfigError("objective.constraints", "must be a list of {metric, min|max, ...} entries")
         cons: list[_Spec] = []
         for i, entry in enumerate(self.constraints):
-            cons.extend(_parse_metric(entry, f"optimizer.constraints[{i}]", constraint=True))
+            cons.extend(_parse_metric(entry, f"objective.constraints[{i}]", constraint=True))
         if self.budget is not None and not (
             isinstance(self.budget, (int, float)) and math.isfinite(self.budget)
         ):
-            raise ConfigError("optimizer.budget", f"must be a finite number, got {self.budget!r}")
+            raise ConfigError("policy.budget", f"must be a finite number, got {self.budget!r}")
         object.__setattr__(self, "_objective", obj)
         object.__setattr__(self, "_constraints", tuple(cons))
         object.__setattr__(self, "solver", str(self.solver).upper())
@@ -324,15 +286,6 @@ class ConvexResult:
 # Metrics: one definition as a cvxpy expression, one as a numpy evaluation.
 
 
-def _cvar_numpy(losses: np.ndarray, probs: np.ndarray, level: float) -> float:
-    """Exact minimum over a of a + Σ π (ℓ − a)_+ / (1 − β): attained at the β-quantile a = VaR."""
-    order = np.argsort(losses)
-    cum = np.cumsum(probs[order])
-    idx = min(int(np.searchsorted(cum, level * cum[-1])), losses.size - 1)
-    a = losses[order][idx]
-    return float(a + np.sum(probs * np.maximum(losses - a, 0.0)) / (1.0 - level))
-
-
 def evaluate_metric(spec: str | Mapping[str, Any], w: Any, scen: Scenarios, market: Any = None) -> float:
     """The value of a convex-layer metric at weights ``w`` on the scenarios (numpy).
 
@@ -343,34 +296,35 @@ def evaluate_metric(spec: str | Mapping[str, Any], w: Any, scen: Scenarios, mark
     )
 
 
+@dataclass(frozen=True)
+class ScenarioValues:
+    """Numpy values a metric's convex form is evaluated on (see :class:`~levopt.objectives.ConvexForm`)."""
+
+    w: np.ndarray
+    wealth: np.ndarray
+    log_wealth: np.ndarray
+    pi: np.ndarray
+    years: float
+    ruined: bool
+
+
 def _metric_value(spec: _Spec, w: np.ndarray, scen: Scenarios, market: Any) -> float:
-    opts = spec.opts
-    if spec.metric == "gross_leverage":
-        return float(np.sum(np.abs(w)))
     wealth = scenario_wealth(w, scen, market, np)
     pi = scen.probabilities
     with np.errstate(divide="ignore", invalid="ignore"):
         log_w = np.where(wealth > 0, np.log(np.where(wealth > 0, wealth, 1.0)), -np.inf)
     ruined = bool(np.any((wealth <= 0) & (pi > 0)))
     log_w = np.where(pi > 0, log_w, 0.0)  # zero-probability scenarios do not count
-    if spec.metric == "mean_return":
-        return float(pi @ wealth - 1.0)
-    if spec.metric == "log_growth":
-        return -math.inf if ruined else float(pi @ log_w / scen.years)
-    if spec.metric == "cvar":
-        if opts["returns"] == "simple":
-            return _cvar_numpy(1.0 - wealth, pi, opts["level"])
-        return math.inf if ruined else _cvar_numpy(-log_w, pi, opts["level"])
-    if spec.metric == "kelly_drawdown":
-        if ruined:
-            return math.inf
-        lam = math.log(opts["beta"]) / math.log(opts["alpha"])
-        return float(logsumexp(-lam * log_w, b=pi))
-    raise AssertionError(spec.metric)
+    values = ScenarioValues(w, wealth, log_w, pi, scen.years, ruined)
+    return float(spec.entry.convex.value(values, **spec.opts))
 
 
 class _Builder:
-    """cvxpy expressions of the metrics over one (S, n) scenario set, sharing W and log W."""
+    """A scenario program: the cvxpy variable ``w``, the expressions ``wealth`` and ``log_wealth``
+    over one (S, n) scenario set, the probabilities ``pi``, the period ``years`` and the module
+    ``cp``, on which each metric's convex form builds its expression."""
+
+    cp = cp
 
     def __init__(self, scen: Scenarios, market: Any):
         self.scen = scen
@@ -378,6 +332,7 @@ class _Builder:
         self.wealth = scenario_wealth(self.w, scen, market, cp)
         self._log_wealth: cp.Expression | None = None
         self.pi = scen.probabilities
+        self.years = scen.years
 
     @property
     def log_wealth(self) -> cp.Expression:
@@ -388,24 +343,7 @@ class _Builder:
         return self._log_wealth
 
     def expression(self, spec: _Spec) -> cp.Expression:
-        opts, pi = spec.opts, self.pi
-        if spec.metric == "log_growth":
-            return pi @ self.log_wealth / self.scen.years
-        if spec.metric == "mean_return":
-            return pi @ self.wealth - 1.0
-        if spec.metric == "gross_leverage":
-            return cp.norm1(self.w)
-        if spec.metric == "cvar":
-            # Rockafellar–Uryasev: CVaR_beta = min_a a + E[(loss - a)_+] / (1 - beta).
-            loss = -self.log_wealth if opts["returns"] == "log" else 1.0 - self.wealth
-            a = cp.Variable(name="var")
-            return a + pi @ cp.pos(loss - a) / (1.0 - opts["level"])
-        if spec.metric == "kelly_drawdown":
-            # Busseti, Ryu & Boyd: log sum_s pi_s exp(-lambda log W_s) <= 0.
-            lam = math.log(opts["beta"]) / math.log(opts["alpha"])
-            log_pi = np.log(np.maximum(pi, np.finfo(float).tiny))
-            return cp.log_sum_exp(log_pi - lam * self.log_wealth)
-        raise AssertionError(spec.metric)
+        return spec.entry.convex.expression(self, **spec.opts)
 
 
 @dataclass
@@ -418,11 +356,42 @@ class _Compiled:
     scen: Scenarios  # held so the cache key's id() stays unique
 
 
-_CACHE: OrderedDict[tuple, _Compiled] = OrderedDict()
-_CACHE_SIZE = 8
+class ProgramCache:
+    """Compiled programs, least recently used first out, keyed by problem structure, scenario set
+    and market.
+
+    A compiled program is solved in place (its parameters are set, then it is solved), so a cache
+    belongs to one thread: :func:`solve_convex` uses one per thread unless given one.
+    """
+
+    def __init__(self, size: int = 8):
+        self.size = size
+        self._programs: OrderedDict[tuple, _Compiled] = OrderedDict()
+
+    def get(self, key: tuple) -> _Compiled | None:
+        hit = self._programs.get(key)
+        if hit is not None:
+            self._programs.move_to_end(key)
+        return hit
+
+    def put(self, key: tuple, compiled: _Compiled) -> None:
+        self._programs[key] = compiled
+        while len(self._programs) > self.size:
+            self._programs.popitem(last=False)
 
 
-def _compile(problem: ConvexProblem, scen: Scenarios, market: Any) -> _Compiled:
+_PER_THREAD = threading.local()
+
+
+def thread_cache() -> ProgramCache:
+    """The calling thread's own :class:`ProgramCache`."""
+    cache = getattr(_PER_THREAD, "cache", None)
+    if cache is None:
+        cache = _PER_THREAD.cache = ProgramCache()
+    return cache
+
+
+def _compile(problem: ConvexProblem, scen: Scenarios, market: Any, cache: ProgramCache) -> _Compiled:
     n = scen.n_assets
     lower, upper = problem.bounds(n)
     rates = market_rates(market)
@@ -435,9 +404,8 @@ def _compile(problem: ConvexProblem, scen: Scenarios, market: Any) -> _Compiled:
         id(scen),
         rates,
     )
-    hit = _CACHE.get(key)
+    hit = cache.get(key)
     if hit is not None:
-        _CACHE.move_to_end(key)
         return hit
     b = _Builder(scen, market)
     obj = problem._objective
@@ -463,9 +431,7 @@ def _compile(problem: ConvexProblem, scen: Scenarios, market: Any) -> _Compiled:
     compiled = _Compiled(
         cp.Problem(objective, metric_cons + structural), b.w, limits, metric_cons, budget, scen
     )
-    _CACHE[key] = compiled
-    while len(_CACHE) > _CACHE_SIZE:
-        _CACHE.popitem(last=False)
+    cache.put(key, compiled)
     return compiled
 
 
@@ -511,59 +477,9 @@ def _solve_with_retry(prob: cp.Problem, solver: str, options: dict[str, Any]) ->
     return None, failure
 
 
-def solve_convex(
-    problem: ConvexProblem,
-    scenarios: Scenarios,
-    market: Market | MarketConfig | Mapping[str, float] | None = None,
-    *,
-    diagnose: bool = True,
-) -> ConvexResult:
-    r"""Solve a convex static-allocation problem on one-period scenarios.
-
-    Maximizes (or minimizes) the objective metric of the weights w subject to the constraints,
-    with the wealth of every scenario given by
-    :func:`~levopt.optimize.scenarios.scenario_wealth` (the margin engine's accounting).
-
-    Args:
-        problem: objective, constraints, bounds, budget and solver.
-        scenarios: the period's scenarios (e.g. :func:`scenarios_from_simulation`).
-        market: the venue's rates (``problem.market`` of a built config); None = frictionless.
-        diagnose: on infeasibility, re-solve to find the binding constraint and the best
-            achievable value of its metric (costs one extra solve per constraint).
-
-    Returns:
-        A :class:`ConvexResult`.
-
-    Raises:
-        ConfigError: unknown or non-convex metric, bad option, or a solver that is not installed
-            or cannot handle the program's cones.
-        InfeasibleError: the constraints cannot all hold; the message names the constraint, the
-            best achievable value of its metric and the weights attaining it.
-        SolverError: unbounded objective (with the constraint to add) or a solver failure.
-    """
-    t0 = time.perf_counter()
-    _check_solver(problem.solver)
-    compiled = _compile(problem, scenarios, market)
-    for p, spec in zip(compiled.limits, problem._constraints, strict=True):
-        p.value = spec.limit
-    if compiled.budget is not None:
-        compiled.budget.value = float(problem.budget)
-    status, failure = _solve_with_retry(compiled.problem, problem.solver, dict(problem.solver_options or {}))
-    if status is None:
-        raise SolverError(
-            f"solver {problem.solver} failed on {problem._objective.describe()} with {scenarios.n_scenarios} "
-            f"scenarios ({failure}); try solver='SCS', fewer scenarios, or tighter leverage bounds"
-        )
-    stats = compiled.problem.solver_stats
-    if status in _INFEASIBLE:
-        msg = _diagnose(problem, scenarios, market) if diagnose else "the constraints cannot all hold"
-        raise InfeasibleError(msg)
-    if status in _UNBOUNDED:
-        raise SolverError(
-            f"the objective {problem._objective.describe()} is unbounded: the weights can grow without limit "
-            "on these scenarios; add {metric: gross_leverage, max: L} or per-asset bounds (lower/upper)"
-        )
-    w = np.asarray(compiled.w.value, dtype=float)
+def _constraint_reports(
+    problem: ConvexProblem, compiled: _Compiled, w: np.ndarray, scenarios: Scenarios, market: Any
+) -> tuple[ConstraintReport, ...]:
     reports = []
     for spec, con in zip(problem._constraints, compiled.constraints, strict=True):
         value = _metric_value(spec, w, scenarios, market)
@@ -582,13 +498,73 @@ def solve_convex(
                 dual=dual,
             )
         )
+    return tuple(reports)
+
+
+def solve_convex(
+    problem: ConvexProblem,
+    scenarios: Scenarios,
+    market: Market | MarketConfig | Mapping[str, float] | None = None,
+    *,
+    diagnose: bool = True,
+    cache: ProgramCache | None = None,
+) -> ConvexResult:
+    r"""Solve a convex static-allocation problem on one-period scenarios.
+
+    Maximizes (or minimizes) the objective metric of the weights w subject to the constraints,
+    with the wealth of every scenario given by
+    :func:`~levopt.optimize.scenarios.scenario_wealth` (the margin engine's accounting).
+
+    Args:
+        problem: objective, constraints, bounds, budget and solver.
+        scenarios: the period's scenarios (e.g. :func:`scenarios_from_simulation`).
+        market: the venue's rates (``problem.market`` of a built config); None = frictionless.
+        diagnose: on infeasibility, re-solve to find the binding constraint and the best
+            achievable value of its metric (costs one extra solve per constraint).
+        cache: where compiled programs are kept for re-solving (default: the thread's own).
+
+    Returns:
+        A :class:`ConvexResult`.
+
+    Raises:
+        ConfigError: unknown or non-convex metric, bad option, or a solver that is not installed
+            or cannot handle the program's cones.
+        InfeasibleError: the constraints cannot all hold; the message names the constraint, the
+            best achievable value of its metric and the weights attaining it.
+        SolverError: unbounded objective (with the constraint to add) or a solver failure.
+    """
+    t0 = time.perf_counter()
+    _check_solver(problem.solver)
+    cache = thread_cache() if cache is None else cache
+    compiled = _compile(problem, scenarios, market, cache)
+    for p, spec in zip(compiled.limits, problem._constraints, strict=True):
+        p.value = spec.limit
+    if compiled.budget is not None:
+        compiled.budget.value = float(problem.budget)
+    status, failure = _solve_with_retry(compiled.problem, problem.solver, dict(problem.solver_options or {}))
+    if status is None:
+        raise SolverError(
+            f"solver {problem.solver} failed on {problem._objective.describe()} with {scenarios.n_scenarios} "
+            f"scenarios ({failure}); try solver='SCS', fewer scenarios, or tighter leverage bounds"
+        )
+    stats = compiled.problem.solver_stats
+    if status in _INFEASIBLE:
+        msg = _diagnose(problem, scenarios, market, cache) if diagnose else "the constraints cannot all hold"
+        raise InfeasibleError(msg)
+    if status in _UNBOUNDED:
+        raise SolverError(
+            f"the objective {problem._objective.describe()} is unbounded: the weights can grow without limit "
+            "on these scenarios; add {metric: gross_leverage, max: L} or per-asset bounds (lower/upper)"
+        )
+    w = np.asarray(compiled.w.value, dtype=float)
+    reports = _constraint_reports(problem, compiled, w, scenarios, market)
     wall = time.perf_counter() - t0
     solve_time = getattr(stats, "solve_time", None)
     return ConvexResult(
         weights=w,
         objective=problem._objective.describe(),
         value=_metric_value(problem._objective, w, scenarios, market),
-        constraints=tuple(reports),
+        constraints=reports,
         status=status,
         solver=problem.solver,
         iterations=getattr(stats, "num_iters", None),
@@ -609,7 +585,14 @@ def _to_entry(spec: _Spec) -> dict[str, Any]:
     return entry
 
 
-def _best(problem: ConvexProblem, spec: _Spec, others: Sequence[_Spec], scen: Scenarios, market: Any):
+def _best(
+    problem: ConvexProblem,
+    spec: _Spec,
+    others: Sequence[_Spec],
+    scen: Scenarios,
+    market: Any,
+    cache: ProgramCache,
+):
     """Best achievable value of ``spec``'s metric (toward its limit) under ``others``; None if none."""
     sub = replace(
         problem, objective={"metric": spec.metric, **spec.opts}, constraints=[_to_entry(o) for o in others]
@@ -617,17 +600,17 @@ def _best(problem: ConvexProblem, spec: _Spec, others: Sequence[_Spec], scen: Sc
     direction = "min" if spec.side == "max" else "max"
     object.__setattr__(sub, "_objective", replace(sub._objective, sense=direction))
     try:
-        res = solve_convex(sub, scen, market, diagnose=False)
+        res = solve_convex(sub, scen, market, diagnose=False, cache=cache)
     except (InfeasibleError, SolverError):
         return None
     return res.value, res.weights
 
 
-def _diagnose(problem: ConvexProblem, scen: Scenarios, market: Any) -> str:
+def _diagnose(problem: ConvexProblem, scen: Scenarios, market: Any, cache: ProgramCache) -> str:
     cons = problem._constraints
     structural = replace(problem, objective="gross_leverage", constraints=[])
     try:
-        solve_convex(structural, scen, market, diagnose=False)
+        solve_convex(structural, scen, market, diagnose=False, cache=cache)
     except InfeasibleError:
         lo, hi = problem.bounds(scen.n_assets)
         return (
@@ -639,7 +622,7 @@ def _diagnose(problem: ConvexProblem, scen: Scenarios, market: Any) -> str:
     messages, alone = [], []
     for i, spec in enumerate(cons):
         others = cons[:i] + cons[i + 1 :]
-        best = _best(problem, spec, others, scen, market)
+        best = _best(problem, spec, others, scen, market, cache)
         word = "lowest" if spec.side == "max" else "highest"
         fix = "raise the limit" if spec.side == "max" else "lower the limit"
         if best is not None:
@@ -653,7 +636,7 @@ def _diagnose(problem: ConvexProblem, scen: Scenarios, market: Any) -> str:
                 )
                 continue
         if others:
-            solo = _best(problem, spec, [], scen, market)
+            solo = _best(problem, spec, [], scen, market, cache)
             if solo is not None:
                 alone.append(
                     f"{spec.metric} {spec.side} {spec.limit:g}: {word} achievable alone {solo[0]:.6g}"

@@ -27,10 +27,13 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from levopt.errors import InfeasibleError, SolverError
-from levopt.objectives import get_metric
-from levopt.optimize.spec import PARAMETER_CONSTRAINTS, Constraint, MetricRef, ObjectiveConfig, OptaxConfig
+from levopt.config import Constraint, ObjectiveConfig, OptaxConfig
+from levopt.engine import simulate_outcome
+from levopt.errors import ConfigError, InfeasibleError, SolverError
+from levopt.objectives import Context, MetricRef, get_metric
 from levopt.policies import Bounds, Policy
+from levopt.precision import scoped_x64
+from levopt.problem import Problem
 
 EPS = 1e-6
 
@@ -42,7 +45,9 @@ def to_unconstrained(value: np.ndarray, bounds: Bounds) -> np.ndarray:
         frac = np.clip((value - lo) / (hi - lo), EPS, 1 - EPS)
         from_lo = np.log(np.expm1(np.maximum(value - lo, EPS)))
         from_hi = np.log(np.expm1(np.maximum(hi - value, EPS)))
-        return np.where(both, np.log(frac / (1 - frac)), np.where(lower, from_lo, np.where(upper, from_hi, value)))
+        return np.where(
+            both, np.log(frac / (1 - frac)), np.where(lower, from_lo, np.where(upper, from_hi, value))
+        )
 
 
 def from_unconstrained(theta: jax.Array, bounds: Bounds) -> jax.Array:
@@ -50,7 +55,13 @@ def from_unconstrained(theta: jax.Array, bounds: Bounds) -> jax.Array:
     both, lower, upper = jnp.isfinite(lo) & jnp.isfinite(hi), jnp.isfinite(lo), jnp.isfinite(hi)
     safe_lo, safe_hi = jnp.where(lower, lo, 0.0), jnp.where(upper, hi, 0.0)
     boxed = safe_lo + (safe_hi - safe_lo) * jax.nn.sigmoid(theta)
-    return jnp.where(both, boxed, jnp.where(lower, safe_lo + jax.nn.softplus(theta), jnp.where(upper, safe_hi - jax.nn.softplus(theta), theta)))
+    return jnp.where(
+        both,
+        boxed,
+        jnp.where(
+            lower, safe_lo + jax.nn.softplus(theta), jnp.where(upper, safe_hi - jax.nn.softplus(theta), theta)
+        ),
+    )
 
 
 def set_params(policy: Policy, values: dict[str, jax.Array]) -> Policy:
@@ -75,29 +86,57 @@ class _Terms:
     goal: MetricRef
     sign: float
     outcome_constraints: list[Constraint]
-    gross_limits: list[Constraint]
+    weight_limits: list[Constraint]
     budget: float | None
 
 
-def _terms(objective: ObjectiveConfig, budget: float | None) -> _Terms:
-    outcome = [c for c in objective.constraints if c.metric not in PARAMETER_CONSTRAINTS]
-    gross = [c for c in objective.constraints if c.metric == "gross_leverage"]
-    return _Terms(objective.goal, objective.sign, outcome, gross, budget)
+def _terms(objective: ObjectiveConfig, budget: float | None, policy: Policy) -> _Terms:
+    """Split the constraints into those on simulated outcomes and those on the policy's weights."""
+    if not objective.goal.resolve(objective.goal_field).on_outcomes:
+        raise ConfigError(
+            objective.goal_field,
+            f"{objective.goal.metric!r} is not defined on simulated outcomes; "
+            "optimize it with optimizer.method: cvxpy",
+        )
+    outcome, on_weights = [], []
+    for i, c in enumerate(objective.constraints):
+        metric = c.resolve(f"objective.constraints[{i}]")
+        if metric.on_outcomes:
+            outcome.append(c)
+        elif metric.weights_fn is not None and policy.position_weights() is not None:
+            on_weights.append(c)
+        else:
+            where = (
+                "bounds the weights of a constant or schedule policy"
+                if metric.weights_fn
+                else "is defined on one-period scenarios only; use optimizer.method: cvxpy"
+            )
+            raise ConfigError(f"objective.constraints[{i}].metric", f"{c.metric!r} {where}")
+    if budget is not None and policy.position_weights() is None:
+        raise ConfigError(
+            "policy.budget", "a budget fixes the sum of a policy's weights; this policy has none"
+        )
+    return _Terms(objective.goal, objective.sign, outcome, on_weights, budget)
 
 
 def _scale(c: Constraint) -> float:
     return max(abs(c.limit), 1e-3)
 
 
+@scoped_x64
 def optimize_gradient(
-    problem: Any, objective: ObjectiveConfig, opt: OptaxConfig, budget: float | None = None,
+    problem: Problem,
+    objective: ObjectiveConfig,
+    opt: OptaxConfig,
+    budget: float | None = None,
     key: jax.Array | None = None,
 ) -> GradientResult:
     """Maximize (or minimize) the objective over the policy's free parameters.
 
     Args:
-        problem: a :class:`levopt.runner.Problem` whose policy has free parameters.
-        objective: goal and constraints. ``gross_leverage`` constraints bound sum |w| of the weights.
+        problem: a :class:`~levopt.problem.Problem` whose policy has free parameters.
+        objective: goal and constraints. Constraints on metrics of the weights (``gross_leverage``)
+            bound the policy's weights directly.
         opt: search settings. ``budget`` fixes sum w (an equality constraint).
         key: PRNG key of the search paths (common random numbers).
 
@@ -111,58 +150,103 @@ def optimize_gradient(
     if not problem.free:
         raise SolverError("the policy has no free parameters: write one as {init, min, max} to optimize it")
     t0 = time.perf_counter()
-    terms = _terms(objective, budget)
-    cfg = problem.cfg
-    paths = opt.paths or min(cfg.paths, 20_000)
+    terms = _terms(objective, budget, problem.policy)
+    paths = opt.paths or min(problem.cfg.paths, 20_000)
     key = problem.key(0) if key is None else key
+    setup, data = _search_inputs(problem, terms, opt, key, paths)
     names = list(problem.free)
-    init = {n: np.asarray(getattr(problem.policy, n), float) for n in names}
-    theta0 = {n: jnp.asarray(to_unconstrained(init[n], problem.free[n]), problem.dtype) for n in names}
-    all_cons = terms.outcome_constraints + terms.gross_limits
+    theta0 = {
+        n: jnp.asarray(
+            to_unconstrained(np.asarray(getattr(problem.policy, n), float), problem.free[n]), problem.dtype
+        )
+        for n in names
+    }
+    # Common random numbers: the search's noise is drawn once and reused at every step.
+    noise = jax.jit(lambda k: problem.draw_noise(k, paths))(key)
+    theta, it, converged, history = _augmented_lagrangian(problem, terms, opt, setup, data, noise, theta0)
+    policy = _policy_of(setup, theta, problem.policy)
+    params = {n: np.asarray(getattr(policy, n)) for n in names}
+    result = GradientResult(params, policy, it, converged, time.perf_counter() - t0, history)
+    _check_feasible(problem, terms, opt, result, key)
+    return result
+
+
+def _search_inputs(
+    problem: Problem, terms: _Terms, opt: OptaxConfig, key: jax.Array, paths: int
+) -> tuple[_Setup, _Data]:
+    """The static description of a search (hashable: one compiled program per structure) and its arrays."""
+    cfg = problem.cfg
+    names = list(problem.free)
+    all_cons = terms.outcome_constraints + terms.weight_limits
     setup = _Setup(
         names=tuple(names),
-        bounds=tuple((tuple(problem.free[n].lower.reshape(-1)), tuple(problem.free[n].upper.reshape(-1)),
-                      problem.free[n].lower.shape) for n in names),
+        bounds=tuple(
+            (
+                tuple(problem.free[n].lower.reshape(-1)),
+                tuple(problem.free[n].upper.reshape(-1)),
+                problem.free[n].lower.shape,
+            )
+            for n in names
+        ),
         goal=(terms.goal.metric, _frozen(terms.goal.options)),
         sign=terms.sign,
         constraints=tuple((c.metric, _frozen(c.options)) for c in terms.outcome_constraints),
-        n_gross=len(terms.gross_limits),
+        weight_constraints=tuple((c.metric, _frozen(c.options)) for c in terms.weight_limits),
         has_budget=terms.budget is not None,
-        solver=opt.solver, learning_rate=opt.learning_rate, inner_steps=opt.inner_steps,
-        steps=cfg.steps, dt=cfg.dt, paths=paths, ruin_floor=cfg.ruin_floor, years=cfg.years,
-        n_draws=problem.n_draws, dtype=np.dtype(problem.dtype).name,
+        solver=opt.solver,
+        learning_rate=opt.learning_rate,
+        inner_steps=opt.inner_steps,
+        steps=cfg.steps,
+        dt=cfg.dt,
+        paths=paths,
+        ruin_floor=cfg.ruin_floor,
+        years=cfg.years,
+        n_draws=problem.n_draws,
+        dtype=np.dtype(problem.dtype).name,
     )
     as_array = lambda xs: jnp.asarray(xs, problem.dtype)  # noqa: E731
     data = _Data(
-        key=key, model=problem.model, market=problem.market, policy=problem.policy,
-        limits=as_array([c.limit for c in all_cons]), scales=as_array([_scale(c) for c in all_cons]),
+        key=key,
+        model=problem.model,
+        market=problem.market,
+        policy=problem.policy,
+        limits=as_array([c.limit for c in all_cons]),
+        scales=as_array([_scale(c) for c in all_cons]),
         signs=as_array([1.0 if c.sense == "max" else -1.0 for c in all_cons]),
         budget=as_array(terms.budget if terms.budget is not None else 0.0),
     )
-    # Common random numbers: the search's noise is drawn once and reused at every step.
-    noise = jax.jit(lambda k: problem.draw_noise(k, paths))(key)
+    return setup, data
 
-    n_cons = len(terms.outcome_constraints) + len(terms.gross_limits)
-    lam = jnp.zeros((n_cons,), problem.dtype)
+
+def _augmented_lagrangian(
+    problem: Problem, terms: _Terms, opt: OptaxConfig, setup: _Setup, data: _Data, noise: Any, theta: dict
+) -> tuple[dict, int, bool, list[dict[str, Any]]]:
+    """Blocks of inner steps with multiplier and penalty updates between them, until the parameters
+    stop moving while feasible. Returns the parameters, the steps taken, convergence and the history."""
+    names = list(problem.free)
+    all_cons = terms.outcome_constraints + terms.weight_limits
+    lam = jnp.zeros((len(all_cons),), problem.dtype)
     mu = jnp.zeros((), problem.dtype)
     rho = jnp.asarray(opt.penalty, problem.dtype)
-    theta = theta0
-    labels = [c.label() for c in terms.outcome_constraints + terms.gross_limits]
+    labels = [c.key for c in all_cons]
     history: list[dict[str, Any]] = []
-    converged, last_params, last_violation = False, None, np.inf
+    last_params, last_violation = None, np.inf
     it = 0
     while it < opt.steps:
-        new_theta, losses, finite, n_run, (f, values, g, eq) = _block(setup, theta, lam, mu, rho, noise, data)
+        theta, losses, finite, n_run, (f, values, g, eq) = _block(setup, theta, lam, mu, rho, noise, data)
         ran = np.asarray(losses)[: int(n_run)]
         _check_finite(ran, np.asarray(finite)[: int(n_run)], it, names)
         it += int(n_run)
-        theta = new_theta
-        g_np = np.asarray(g)
-        violation = max(float(np.max(g_np, initial=0.0)), abs(float(eq)))
+        violation = max(float(np.max(np.asarray(g), initial=0.0)), abs(float(eq)))
         history.append(
-            {"step": it, "objective": float(f), "lagrangian": float(ran[-1]), "max_violation": violation,
-             "constraints": dict(zip(labels, np.asarray(values).tolist(), strict=True)),
-             **({"budget_residual": float(eq)} if terms.budget is not None else {})}
+            {
+                "step": it,
+                "objective": float(f),
+                "lagrangian": float(ran[-1]),
+                "max_violation": violation,
+                "constraints": dict(zip(labels, np.asarray(values).tolist(), strict=True)),
+                **({"budget_residual": float(eq)} if terms.budget is not None else {}),
+            }
         )
         lam = jnp.maximum(0.0, lam + rho * g)
         mu = mu + rho * eq
@@ -170,19 +254,19 @@ def optimize_gradient(
             rho = jnp.minimum(rho * 4.0, 1e6)
         last_violation = violation
         params_now = {n: np.asarray(from_unconstrained(theta[n], problem.free[n])) for n in names}
-        if last_params is not None and violation <= opt.feasibility_tol and all(
-            np.max(np.abs(params_now[n] - last_params[n]) / np.maximum(1.0, np.abs(params_now[n]))) <= opt.tol
-            for n in names
+        if (
+            last_params is not None
+            and violation <= opt.feasibility_tol
+            and _settled(params_now, last_params, opt.tol)
         ):
-            converged = True
-            break
+            return theta, it, True, history
         last_params = params_now
+    return theta, it, False, history
 
-    policy = _policy_of(setup, theta, problem.policy)
-    params = {n: np.asarray(getattr(policy, n)) for n in names}
-    result = GradientResult(params, policy, it, converged, time.perf_counter() - t0, history)
-    _check_feasible(problem, terms, opt, result, key)
-    return result
+
+def _settled(now: dict[str, np.ndarray], last: dict[str, np.ndarray], tol: float) -> bool:
+    """Every parameter moved by at most ``tol`` relative to max(1, |value|) over the last block."""
+    return all(np.max(np.abs(now[n] - last[n]) / np.maximum(1.0, np.abs(now[n]))) <= tol for n in now)
 
 
 def _frozen(options: dict[str, Any]) -> tuple:
@@ -199,7 +283,7 @@ class _Setup:
     goal: tuple[str, tuple]
     sign: float
     constraints: tuple[tuple[str, tuple], ...]
-    n_gross: int
+    weight_constraints: tuple[tuple[str, tuple], ...]
     has_budget: bool
     solver: str
     learning_rate: float
@@ -235,21 +319,26 @@ def _policy_of(s: _Setup, theta: dict[str, jax.Array], policy: Policy) -> Policy
 
 
 def _evaluate(s: _Setup, theta: dict[str, jax.Array], noise: Any, d: _Data):
-    from levopt.engine import simulate_outcome
-    from levopt.objectives import Context
-
     policy = _policy_of(s, theta, d.policy)
     dtype = jnp.dtype(s.dtype)
     outcome = simulate_outcome(
-        d.key, d.model, policy, d.market, paths=s.paths, steps=s.steps, dt=s.dt, dtype=dtype,
-        ruin_floor=s.ruin_floor, n_draws=s.n_draws, noise=noise,
+        d.key,
+        d.model,
+        policy,
+        d.market,
+        paths=s.paths,
+        steps=s.steps,
+        dt=s.dt,
+        dtype=dtype,
+        ruin_floor=s.ruin_floor,
+        n_draws=s.n_draws,
+        noise=noise,
     )
     ctx = Context(s.years, s.ruin_floor)
     f = get_metric(s.goal[0]).value(outcome, ctx, **dict(s.goal[1]))
     values = [get_metric(name).value(outcome, ctx, **dict(opts)) for name, opts in s.constraints]
-    weights = getattr(policy, "weights", None)
-    if s.n_gross:
-        values += [jnp.max(jnp.sum(jnp.abs(jnp.atleast_2d(weights)), axis=-1))] * s.n_gross
+    weights = policy.position_weights()
+    values += [get_metric(name).weights_fn(weights, **dict(opts)) for name, opts in s.weight_constraints]
     eq = jnp.sum(weights) - d.budget if s.has_budget and weights is not None else jnp.zeros((), dtype)
     stacked = jnp.stack(values) if values else jnp.zeros((0,), dtype)
     g = d.signs * (stacked - d.limits) / d.scales
@@ -315,26 +404,34 @@ def _check_finite(losses: np.ndarray, finite: np.ndarray, done: int, names: list
                 "is not differentiable there; tighten the parameter's bounds or change the metric"
             )
         if not np.isfinite(losses[i]):
-            raise SolverError(f"the objective became {losses[i]} at step {step}; check the model and the bounds")
+            raise SolverError(
+                f"the objective became {losses[i]} at step {step}; check the model and the bounds"
+            )
 
 
-def _check_feasible(problem: Any, terms: _Terms, opt: OptaxConfig, result: GradientResult, key: jax.Array) -> None:
+def _check_feasible(
+    problem: Problem, terms: _Terms, opt: OptaxConfig, result: GradientResult, key: jax.Array
+) -> None:
     """Raise InfeasibleError when a violated constraint cannot be met at all by the policy."""
     last = result.history[-1]["constraints"] if result.history else {}
     for c in terms.outcome_constraints:
-        value = last.get(c.label())
+        value = last.get(c.key)
         if value is None or c.violation(value) <= opt.feasibility_tol * _scale(c):
             continue
         alone = ObjectiveConfig.model_validate(
             {("minimize" if c.sense == "max" else "maximize"): {"metric": c.metric, **c.options}}
         )
         best = optimize_gradient(
-            problem, alone, opt.model_copy(update={"steps": min(opt.steps, 300)}), budget=terms.budget, key=key
+            problem,
+            alone,
+            opt.model_copy(update={"steps": min(opt.steps, 300)}),
+            budget=terms.budget,
+            key=key,
         )
         best_value = best.history[-1]["objective"] if best.history else value
         if c.violation(best_value) > opt.feasibility_tol * _scale(c):
             raise InfeasibleError(
-                f"constraint {c.label()} {c.sense} {c.limit:g} cannot be met: the best achievable value is "
+                f"constraint {c.key} {c.sense} {c.limit:g} cannot be met: the best achievable value is "
                 f"{best_value:.6g} (optimizing it alone over the policy's free parameters); "
                 f"{'raise' if c.sense == 'max' else 'lower'} the limit or widen the parameter bounds"
             )

@@ -6,4 +6,14 @@ from levopt.paths.garch import Garch
 from levopt.paths.gbm import GBM
 from levopt.paths.merton import Merton
 
-__all__ = ["GBM", "Bootstrap", "MODELS", "Garch", "Merton", "ModelConfig", "PathModel", "StepOut", "register_model"]
+__all__ = [
+    "GBM",
+    "Bootstrap",
+    "MODELS",
+    "Garch",
+    "Merton",
+    "ModelConfig",
+    "PathModel",
+    "StepOut",
+    "register_model",
+]

@@ -7,17 +7,19 @@ and the transition :meth:`PathModel.step` is a deterministic function of that no
 paths reproducible whatever the chunking of the simulation.
 """
 
-from __future__ import annotations
-
+import abc
+from pathlib import Path
 from typing import Any, ClassVar, NamedTuple
 
 import equinox as eqx
 import numpy as np
+from equinox import AbstractVar
 from jax import Array
-from pydantic import BaseModel, ConfigDict, field_validator
+from pydantic import BaseModel, field_validator
 
 from levopt.errors import ConfigError
-from levopt.registry import Registry
+from levopt.registry import Registry, check_implements
+from levopt.schema import StrictModel
 
 PathState = Any  # a pytree of per-path arrays
 
@@ -41,53 +43,80 @@ class StepOut(NamedTuple):
 class PathModel(eqx.Module):
     """Abstract base: a model of log-returns defined by its one-step transition.
 
-    Subclasses set ``Config`` (a pydantic schema whose fields are the config keys) and implement
-    :meth:`from_config`, :meth:`noise`, :meth:`init` and :meth:`step`.
+    What the engine and the policies read is declared here; :func:`register_model` refuses a class
+    that leaves any of it out, so a missing piece fails where the class is defined.
+
+    Declared fields (``AbstractVar``: a subclass declares them as ordinary fields):
+        mu: ``(n_assets,)`` annualized arithmetic drift, E[S_T/S_0] = exp(mu T) (for policies).
+        corr_chol: ``(n_assets, n_assets)`` lower Cholesky factor of the shocks' correlation (the
+            multi-asset liquidation bridge reads it; the identity for one asset).
+
+    Class attributes:
+        Config: a pydantic schema (subclass of :class:`ModelConfig`) whose fields are the config keys.
+        example: a config section that builds the model (the conformance tests run every
+            registered model from it).
     """
 
     Config: ClassVar[type[BaseModel]]
+    example: ClassVar[dict[str, Any]]
+    mu: AbstractVar[Array]
+    corr_chol: AbstractVar[Array]
 
     @property
     def n_assets(self) -> int:
         return int(self.corr_chol.shape[-1])
 
     @classmethod
-    def from_config(cls, cfg: BaseModel, dt: float, dtype: Any) -> PathModel:
-        raise NotImplementedError
+    @abc.abstractmethod
+    def from_config(cls, cfg: Any, dt: float, dtype: Any, *, base_dir: Path = Path(".")) -> "PathModel":
+        """Build the model from its validated config section (``base_dir`` resolves data paths)."""
 
+    @abc.abstractmethod
     def noise(self, key: Array, n: int, dtype: Any) -> Any:
         """Standardized random inputs for ``n`` paths of one step (pytree, leading axis ``n``)."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def init(self, dtype: Any) -> PathState:
         """The state of one path at t = 0."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def step(self, state: PathState, noise: Any, dt: float) -> tuple[PathState, StepOut]:
         """Advance one path by one step of length ``dt`` years given its noise."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def current_vol(self, state: PathState, dt: float) -> Array:
         """``(n_assets,)`` annualized conditional volatility of the next step (for policies)."""
-        raise NotImplementedError
 
     def mean_return(self) -> Array:
-        """``(n_assets,)`` annualized arithmetic drift, E[S_T/S_0] = exp(mu T) (for policies)."""
+        """``(n_assets,)`` annualized arithmetic drift (for policies): :attr:`mu`."""
         return self.mu
+
+    def data_returns(self) -> np.ndarray | None:
+        """``(rows, n_assets)`` simple returns of the data file the model resamples, if any (the
+        convex layer's ``scenarios: data``)."""
+        return None
 
 
 MODELS: Registry[type[PathModel]] = Registry("path model")
 
 
 def register_model(name: str):
-    """Class decorator registering a :class:`PathModel` under ``name`` (the config's ``kind``)."""
-    return MODELS.register(name)
+    """Class decorator registering a :class:`PathModel` under ``name`` (the config's ``kind``).
+
+    Checks that the class implements the whole interface, so a missing method or field fails here.
+    """
+    register = MODELS.register(name)
+
+    def decorator(cls: type[PathModel]) -> type[PathModel]:
+        check_implements(cls, PathModel, "path model")
+        return register(cls)
+
+    return decorator
 
 
-class ModelConfig(BaseModel):
+class ModelConfig(StrictModel):
     """Base for model schemas: unknown keys are errors."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
     kind: str
 
 

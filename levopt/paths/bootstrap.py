@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import jax
 import jax.numpy as jnp
@@ -33,7 +33,9 @@ def read_table(path: Path, columns: list[str] | None) -> tuple[np.ndarray, list[
     if columns is not None:
         missing = [c for c in columns if c not in frame.columns]
         if missing:
-            raise ConfigError("model.columns", f"{path.name} has no column(s) {missing}; it has {list(frame.columns)}")
+            raise ConfigError(
+                "model.columns", f"{path.name} has no column(s) {missing}; it has {list(frame.columns)}"
+            )
         frame = frame[columns]
     else:
         frame = frame.select_dtypes(include="number")
@@ -76,6 +78,8 @@ class Bootstrap(PathModel):
     """
 
     Config = BootstrapConfig
+    example: ClassVar[dict] = {"kind": "bootstrap", "data": "returns.csv", "block": 5.0}
+    """Resamples ``returns.csv`` (a column of simple returns) relative to the config's directory."""
     log_returns: Array  # (rows, n_assets)
     restart: Array  # probability of starting a new block
     mu: Array
@@ -83,9 +87,11 @@ class Bootstrap(PathModel):
     corr_chol: Array
 
     @classmethod
-    def from_config(cls, cfg: BootstrapConfig, dt: float, dtype: Any, base_dir: Path | None = None) -> Bootstrap:
+    def from_config(
+        cls, cfg: BootstrapConfig, dt: float, dtype: Any, *, base_dir: Path = Path(".")
+    ) -> Bootstrap:
         path = Path(cfg.data).expanduser()
-        if not path.is_absolute() and base_dir is not None:
+        if not path.is_absolute():
             path = base_dir / path
         x = load_log_returns(cfg, path)
         sd = x.std(axis=0, ddof=1)
@@ -94,13 +100,19 @@ class Bootstrap(PathModel):
         mean_growth = np.log(np.mean(np.exp(x), axis=0)) / dt
         arr = lambda a: jnp.asarray(a, dtype)  # noqa: E731
         return cls(
-            log_returns=arr(x), restart=arr(1.0 / cfg.block), mu=arr(mean_growth), sigma=arr(sd / np.sqrt(dt)),
+            log_returns=arr(x),
+            restart=arr(1.0 / cfg.block),
+            mu=arr(mean_growth),
+            sigma=arr(sd / np.sqrt(dt)),
             corr_chol=arr(chol),
         )
 
     def noise(self, key: Array, n: int, dtype: Any) -> dict[str, Array]:
         k1, k2 = jax.random.split(key)
-        return {"u": jax.random.uniform(k1, (n,), dtype), "row": jax.random.randint(k2, (n,), 0, self.log_returns.shape[-2])}
+        return {
+            "u": jax.random.uniform(k1, (n,), dtype),
+            "row": jax.random.randint(k2, (n,), 0, self.log_returns.shape[-2]),
+        }
 
     def init(self, dtype: Any) -> Array:
         return jnp.asarray(-1, jnp.int32)
@@ -113,3 +125,6 @@ class Bootstrap(PathModel):
 
     def current_vol(self, state: Array, dt: float) -> Array:
         return self.sigma
+
+    def data_returns(self) -> np.ndarray:
+        return np.expm1(np.asarray(self.log_returns))

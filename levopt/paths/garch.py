@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from pathlib import Path
+from typing import Any, ClassVar, Literal
 
 import equinox as eqx
 import jax
@@ -41,9 +42,13 @@ class GarchConfig(ModelConfig):
     @model_validator(mode="after")
     def _stationary(self):
         n = n_assets_of(self.mu, self.omega, self.alpha, self.beta, self.gamma)
-        a, b, g = (as_vector(v, n, k) for k, v in (("alpha", self.alpha), ("beta", self.beta), ("gamma", self.gamma)))
+        a, b, g = (
+            as_vector(v, n, k) for k, v in (("alpha", self.alpha), ("beta", self.beta), ("gamma", self.gamma))
+        )
         if np.any(a + g < 0):
-            raise ValueError(f"alpha + gamma must be >= 0 so the variance stays positive, got {(a + g).tolist()}")
+            raise ValueError(
+                f"alpha + gamma must be >= 0 so the variance stays positive, got {(a + g).tolist()}"
+            )
         persistence = a + b + g / 2
         if np.any(persistence >= 1):
             raise ValueError(
@@ -116,6 +121,16 @@ class Garch(PathModel):
     """
 
     Config = GarchConfig
+    example: ClassVar[dict] = {
+        "kind": "garch",
+        "mu": 0.1,
+        "omega": 2e-5,
+        "alpha": 0.08,
+        "beta": 0.9,
+        "gamma": 0.02,
+        "dist": "t",
+        "nu": 5.0,
+    }
     mu: Array
     omega: Array
     alpha: Array
@@ -127,7 +142,7 @@ class Garch(PathModel):
     dist: str = eqx.field(static=True, default="normal")
 
     @classmethod
-    def from_config(cls, cfg: GarchConfig, dt: float, dtype: Any) -> Garch:
+    def from_config(cls, cfg: GarchConfig, dt: float, dtype: Any, *, base_dir: Path = Path(".")) -> Garch:
         n = n_assets_of(cfg.mu, cfg.omega, cfg.alpha, cfg.beta, cfg.gamma)
         vec = lambda name: as_vector(getattr(cfg, name), n, f"model.{name}")  # noqa: E731
         omega, alpha, beta, gamma = vec("omega"), vec("alpha"), vec("beta"), vec("gamma")

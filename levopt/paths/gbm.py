@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any
+from pathlib import Path
+from typing import Any, ClassVar
 
 import jax
 import jax.numpy as jnp
@@ -66,12 +67,13 @@ class GBM(PathModel):
     """
 
     Config = GBMConfig
+    example: ClassVar[dict] = {"kind": "gbm", "mu": 0.1, "sigma": 0.6}
     mu: Array
     sigma: Array
     corr_chol: Array
 
     @classmethod
-    def from_config(cls, cfg: GBMConfig, dt: float, dtype: Any) -> GBM:
+    def from_config(cls, cfg: GBMConfig, dt: float, dtype: Any, *, base_dir: Path = Path(".")) -> GBM:
         if cfg.cov is not None:
             sigma, corr = sigma_and_corr_from_cov(cfg.cov, "model.cov")
             n = len(sigma)

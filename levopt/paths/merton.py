@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any
+from pathlib import Path
+from typing import Any, ClassVar
 
 import jax
 import jax.numpy as jnp
@@ -48,6 +49,14 @@ class Merton(PathModel):
     """
 
     Config = MertonConfig
+    example: ClassVar[dict] = {
+        "kind": "merton",
+        "mu": 0.1,
+        "sigma": 0.5,
+        "lam": 3.0,
+        "jump_mean": -0.05,
+        "jump_std": 0.1,
+    }
     mu: Array
     sigma: Array
     lam: Array
@@ -56,7 +65,7 @@ class Merton(PathModel):
     corr_chol: Array
 
     @classmethod
-    def from_config(cls, cfg: MertonConfig, dt: float, dtype: Any) -> Merton:
+    def from_config(cls, cfg: MertonConfig, dt: float, dtype: Any, *, base_dir: Path = Path(".")) -> Merton:
         n = n_assets_of(cfg.mu, cfg.sigma, cfg.lam, cfg.jump_mean, cfg.jump_std)
         vec = lambda name: jnp.asarray(as_vector(getattr(cfg, name), n, f"model.{name}"), dtype)  # noqa: E731
         return cls(

@@ -1,11 +1,33 @@
 """Leverage policies, looked up by name in :data:`POLICIES`."""
 
-from levopt.policies._base import POLICIES, Bounds, FreeParam, Policy, PolicyConfig, register_policy
+from levopt.policies._base import (
+    POLICIES,
+    Bounds,
+    FreeParam,
+    HoldsWeights,
+    Param,
+    Policy,
+    PolicyConfig,
+    register_policy,
+    resolve_param,
+)
 from levopt.policies.constant import Constant
 from levopt.policies.dynamic import Cppi, FractionalKelly, VolTarget
 from levopt.policies.schedule import Schedule
 
 __all__ = [
-    "POLICIES", "Bounds", "Constant", "Cppi", "FractionalKelly", "FreeParam", "Policy", "PolicyConfig",
-    "Schedule", "VolTarget", "register_policy",
+    "POLICIES",
+    "Bounds",
+    "Constant",
+    "Cppi",
+    "FractionalKelly",
+    "FreeParam",
+    "HoldsWeights",
+    "Policy",
+    "PolicyConfig",
+    "Schedule",
+    "VolTarget",
+    "Param",
+    "register_policy",
+    "resolve_param",
 ]

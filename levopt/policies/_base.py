@@ -4,26 +4,27 @@ A policy is a frozen pytree whose array fields are its parameters. Each paramete
 either a number (fixed) or ``{init, min, max}`` (free, optimized by :mod:`levopt.optimize`).
 """
 
-from __future__ import annotations
-
+import abc
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 
 import equinox as eqx
+import jax.numpy as jnp
 import numpy as np
+from equinox import AbstractVar
 from jax import Array
-from pydantic import BaseModel, ConfigDict, field_validator, model_validator
+from pydantic import field_validator, model_validator
 
 from levopt.errors import ConfigError
-from levopt.registry import Registry
+from levopt.registry import Registry, check_implements
+from levopt.schema import StrictModel
 
 PolicyState = Any
 
 
-class FreeParam(BaseModel):
+class FreeParam(StrictModel):
     """A parameter left to the optimizer: start at ``init``, stay within ``[min, max]``."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
     init: float | list[float] | list[list[float]]
     min: float | list[float] | list[list[float]] | None = None
     max: float | list[float] | list[list[float]] | None = None
@@ -48,7 +49,9 @@ def resolve_param(spec: Param, shape: tuple[int, ...], field: str) -> tuple[np.n
         try:
             return np.broadcast_to(arr, shape).astype(float)
         except ValueError:
-            raise ConfigError(field, f"{what} must be a number or a list of {shape[0] if shape else 1}, got {value!r}") from None
+            raise ConfigError(
+                field, f"{what} must be a number or a list of {shape[0] if shape else 1}, got {value!r}"
+            ) from None
 
     if not isinstance(spec, FreeParam):
         return broadcast(spec, "value"), None
@@ -62,12 +65,16 @@ def resolve_param(spec: Param, shape: tuple[int, ...], field: str) -> tuple[np.n
     return init, Bounds(lower, upper)
 
 
-class PolicyConfig(BaseModel):
+class PolicyConfig(StrictModel):
     """Base of policy schemas: unknown keys are errors."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
     kind: str
     rebalance: Literal["never"] | int = 1
+
+    @property
+    def weight_budget(self) -> float | None:
+        """Σ w_i fixed by the config (``budget``), for policies that have one."""
+        return None
 
     @field_validator("rebalance")
     @classmethod
@@ -99,25 +106,39 @@ class LeverageOrWeightsConfig(PolicyConfig):
 
 
 class Policy(eqx.Module):
-    """Abstract policy. ``target`` returns the leverage per asset (notional / equity).
+    """Abstract policy: the target leverage per asset (notional / equity) at each step.
 
     ``rebalance_every`` is 0 for a position opened at t = 0 and held, else the number of steps
-    between trades back to the target.
+    between trades back to the target. What the engine, the optimizers, the profiles and the report
+    need to know about a kind is asked of its class, never special-cased outside it;
+    :func:`register_policy` refuses a class that leaves an abstract method undefined.
+
+    Class attributes:
+        Config: the pydantic schema of the config section.
+        example: a config section that builds the policy (the conformance tests run every
+            registered policy from it).
+        static: the policy holds its ``weights`` unchanged over the horizon (a static allocation,
+            which the convex layer can optimize).
+        leverage_fields: parameters that scale its leverage (the report's leverage profile
+            multiplies them).
     """
 
     Config: ClassVar[type[PolicyConfig]]
+    example: ClassVar[dict[str, Any]]
+    static: ClassVar[bool] = False
+    leverage_fields: ClassVar[tuple[str, ...]] = ()
     rebalance_every: int = eqx.field(static=True)
 
     @classmethod
+    @abc.abstractmethod
     def from_config(
-        cls, cfg: PolicyConfig, n_assets: int, steps: int, dt: float, dtype: Any, **context: Any
-    ) -> tuple[Policy, dict[str, Bounds]]:
+        cls, cfg: PolicyConfig, n_assets: int, steps: int, dt: float, dtype: Any, *, market: Any = None
+    ) -> "tuple[Policy, dict[str, Bounds]]":
         """Build the policy and the bounds of its free parameters (by field name).
 
-        ``context`` may hold ``market`` (the :class:`~levopt.engine.MarketConfig`), for policies
-        that need the financing rate.
+        ``market`` is the :class:`~levopt.engine.MarketConfig`, for policies that need the
+        financing rate.
         """
-        raise NotImplementedError
 
     def init(self, n_assets: int, dtype: Any, model_vol: Array, model_mu: Array) -> PolicyState:
         """State at t = 0; estimators start from the model's ``(n_assets,)`` volatility and drift."""
@@ -127,21 +148,78 @@ class Policy(eqx.Module):
         """Update the policy's estimators with the step's ``(n_assets,)`` log-return."""
         return state
 
+    @abc.abstractmethod
     def target(self, state: PolicyState, t: Array, equity: Array, model_vol: Array, model_mu: Array) -> Array:
         """``(n_assets,)`` target leverage at step ``t`` (before the step's return).
 
         ``model_vol`` and ``model_mu`` are the path model's annualized conditional volatility and
         drift for the coming step, for policies that use the model's view.
         """
-        raise NotImplementedError
+
+    def position_weights(self) -> Array | None:
+        """The explicit weights the policy holds (``(n_assets,)`` or ``(segments, n_assets)``), if
+        any: constraints on weights (``gross_leverage``) and a budget bound them."""
+        return None
+
+    def opening_weights(self) -> Array | None:
+        """``(n_assets,)`` weights of the opening trade when known before simulating, else None."""
+        w = self.position_weights()
+        return None if w is None else jnp.reshape(w, (-1, w.shape[-1]))[0]
+
+    def scaled(self, factor: Array) -> "Policy":
+        """The policy with its leverage multiplied by ``factor`` (its :attr:`leverage_fields`)."""
+        names = self.leverage_fields
+        return eqx.tree_at(
+            lambda p: [getattr(p, n) for n in names], self, [getattr(self, n) * factor for n in names]
+        )
+
+    def report_params(self, params: dict[str, Any], cfg: PolicyConfig) -> dict[str, Any]:
+        """Optimized parameters as results report them, under the config's own names."""
+        return {name: np.asarray(value, float).tolist() for name, value in params.items()}
+
+    @classmethod
+    def describe(
+        cls, values: dict[str, Any], spec: dict[str, Any], horizon_days: float, rebalance: str
+    ) -> tuple[str, Any]:
+        """The policy in plain words, and a table ``{"columns", "rows"}`` or None, from saved values
+        (``values``: its parameters, optimized ones included; ``rebalance``: how often it trades)."""
+        shown = ", ".join(f"{k} = {v}" for k, v in values.items() if k not in ("kind", "rebalance"))
+        return f"Policy '{spec.get('kind')}': {shown}; {rebalance}.", None
+
+
+class HoldsWeights(Policy):
+    """Abstract base of policies holding explicit weights (``leverage`` for one asset)."""
+
+    weights: AbstractVar[Array]
+    leverage_fields: ClassVar[tuple[str, ...]] = ("weights",)
+
+    def position_weights(self) -> Array:
+        return self.weights
+
+    def report_params(self, params: dict[str, Any], cfg: PolicyConfig) -> dict[str, Any]:
+        out = super().report_params(params, cfg)
+        if "weights" in out and getattr(cfg, "leverage", None) is not None:
+            value = np.asarray(params["weights"], float)
+            del out["weights"]
+            out["leverage"] = value.reshape(-1).tolist() if value.size > 1 else float(value.reshape(-1)[0])
+        return out
 
 
 POLICIES: Registry[type[Policy]] = Registry("policy")
 
 
 def register_policy(name: str):
-    """Class decorator registering a :class:`Policy` under ``name`` (the config's ``kind``)."""
-    return POLICIES.register(name)
+    """Class decorator registering a :class:`Policy` under ``name`` (the config's ``kind``).
+
+    Checks that the class implements the whole interface, so a missing method fails here.
+    """
+    register = POLICIES.register(name)
+
+    def decorator(cls: type[Policy]) -> type[Policy]:
+        check_implements(cls, Policy, "policy")
+        return register(cls)
+
+    return decorator
 
 
 def rebalance_steps(rebalance: Literal["never"] | int) -> int:

@@ -11,6 +11,7 @@ from jax import Array
 from pydantic import Field
 
 from levopt.errors import ConfigError
+from levopt.fmt import fmt_lev, fmt_number, scalar
 from levopt.policies._base import (
     Bounds,
     Param,
@@ -22,7 +23,9 @@ from levopt.policies._base import (
 )
 
 
-def _scalar_params(cfg: PolicyConfig, names: tuple[str, ...], dtype: Any) -> tuple[dict[str, Array], dict[str, Bounds]]:
+def _scalar_params(
+    cfg: PolicyConfig, names: tuple[str, ...], dtype: Any
+) -> tuple[dict[str, Array], dict[str, Bounds]]:
     values, free = {}, {}
     for name in names:
         value, bounds = resolve_param(getattr(cfg, name), (), f"policy.{name}")
@@ -37,8 +40,15 @@ def _allocation(cfg: Any, n_assets: int, dtype: Any) -> Array:
         return jnp.full((n_assets,), 1.0 / n_assets, dtype)
     alloc = np.asarray(cfg.allocation, float)
     if alloc.shape != (n_assets,):
-        raise ConfigError("policy.allocation", f"needs {n_assets} numbers (one per asset), got {cfg.allocation!r}")
+        raise ConfigError(
+            "policy.allocation", f"needs {n_assets} numbers (one per asset), got {cfg.allocation!r}"
+        )
     return jnp.asarray(alloc, dtype)
+
+
+def _cap_words(values: dict[str, Any]) -> str:
+    cap = scalar(values.get("max_leverage"))
+    return f", capped at {fmt_lev(cap)}" if cap is not None else ""
 
 
 def ewma_decay(half_life_days: float, dt: float) -> float:
@@ -73,6 +83,8 @@ class VolTarget(Policy):
     """
 
     Config = VolTargetConfig
+    example = {"kind": "vol_target", "target_vol": 0.5, "max_leverage": 3.0}
+    leverage_fields = ("target_vol",)
     target_vol: Array
     max_leverage: Array
     allocation: Array
@@ -81,11 +93,17 @@ class VolTarget(Policy):
     use_model: bool = eqx.field(static=True, default=False)
 
     @classmethod
-    def from_config(cls, cfg: VolTargetConfig, n_assets: int, steps: int, dt: float, dtype: Any, **_: Any):
+    def from_config(
+        cls, cfg: VolTargetConfig, n_assets: int, steps: int, dt: float, dtype: Any, *, market: Any = None
+    ):
         params, free = _scalar_params(cfg, ("target_vol", "max_leverage"), dtype)
         policy = cls(
-            rebalance_every=rebalance_steps(cfg.rebalance), allocation=_allocation(cfg, n_assets, dtype),
-            decay=ewma_decay(cfg.half_life_days, dt), dt=dt, use_model=cfg.estimator == "model", **params,
+            rebalance_every=rebalance_steps(cfg.rebalance),
+            allocation=_allocation(cfg, n_assets, dtype),
+            decay=ewma_decay(cfg.half_life_days, dt),
+            dt=dt,
+            use_model=cfg.estimator == "model",
+            **params,
         )
         return policy, free
 
@@ -98,6 +116,19 @@ class VolTarget(Policy):
     def target(self, state: Ewma, t, equity, model_vol, model_mu) -> Array:
         sigma = jnp.maximum(model_vol if self.use_model else jnp.sqrt(state.var), 1e-8)
         return jnp.minimum(self.target_vol / sigma, self.max_leverage) * self.allocation
+
+    @classmethod
+    def describe(cls, values: dict[str, Any], spec: dict[str, Any], horizon_days: float, rebalance: str):
+        target = scalar(values.get("target_vol"))
+        if spec.get("estimator", "ewma") == "model":
+            how = "the model's conditional volatility"
+        else:
+            how = f"an EWMA estimate (half-life {fmt_number(spec.get('half_life_days', 10), 3)} days)"
+        target_words = f"{100 * target:.3g}%" if target is not None else str(values.get("target_vol"))
+        return (
+            f"Scale leverage to target {target_words} annualized volatility, using {how}{_cap_words(values)}, "
+            f"{rebalance}."
+        ), None
 
 
 class CppiConfig(PolicyConfig):
@@ -118,20 +149,38 @@ class Cppi(Policy):
     """
 
     Config = CppiConfig
+    example = {"kind": "cppi", "multiplier": 3.0, "floor": 0.7}
+    leverage_fields = ("multiplier",)
     multiplier: Array
     floor: Array
     max_leverage: Array
     allocation: Array
 
     @classmethod
-    def from_config(cls, cfg: CppiConfig, n_assets: int, steps: int, dt: float, dtype: Any, **_: Any):
+    def from_config(
+        cls, cfg: CppiConfig, n_assets: int, steps: int, dt: float, dtype: Any, *, market: Any = None
+    ):
         params, free = _scalar_params(cfg, ("multiplier", "floor", "max_leverage"), dtype)
-        return cls(rebalance_every=rebalance_steps(cfg.rebalance), allocation=_allocation(cfg, n_assets, dtype), **params), free
+        return cls(
+            rebalance_every=rebalance_steps(cfg.rebalance),
+            allocation=_allocation(cfg, n_assets, dtype),
+            **params,
+        ), free
 
     def target(self, state, t, equity, model_vol, model_mu) -> Array:
         cushion = jnp.maximum(equity - self.floor, 0.0)
         lev = self.multiplier * cushion / jnp.maximum(equity, 1e-12)
         return jnp.clip(lev, 0.0, self.max_leverage) * self.allocation
+
+    @classmethod
+    def describe(cls, values: dict[str, Any], spec: dict[str, Any], horizon_days: float, rebalance: str):
+        m, floor = scalar(values.get("multiplier")), scalar(values.get("floor"))
+        m_words = fmt_number(m, 3) if m is not None else str(values.get("multiplier"))
+        f_words = f"{100 * floor:.3g}%" if floor is not None else str(values.get("floor"))
+        return (
+            f"CPPI: exposure = {m_words} × (equity − a floor at {f_words} of initial equity){_cap_words(values)}, "
+            f"{rebalance}."
+        ), None
 
 
 class FractionalKellyConfig(PolicyConfig):
@@ -154,6 +203,8 @@ class FractionalKelly(Policy):
     """
 
     Config = FractionalKellyConfig
+    example = {"kind": "fractional_kelly", "fraction": 0.5, "half_life_days": 20.0}
+    leverage_fields = ("fraction",)
     fraction: Array
     max_leverage: Array
     rate: Array
@@ -162,14 +213,26 @@ class FractionalKelly(Policy):
     dt: float = eqx.field(static=True, default=1 / 365)
 
     @classmethod
-    def from_config(cls, cfg: FractionalKellyConfig, n_assets: int, steps: int, dt: float, dtype: Any, **context: Any):
+    def from_config(
+        cls,
+        cfg: FractionalKellyConfig,
+        n_assets: int,
+        steps: int,
+        dt: float,
+        dtype: Any,
+        *,
+        market: Any = None,
+    ):
         params, free = _scalar_params(cfg, ("fraction", "max_leverage"), dtype)
-        market = context.get("market")
         rate = cfg.rate if cfg.rate is not None else (market.borrow_rate if market is not None else 0.0)
         alloc = jnp.ones((n_assets,), dtype) if cfg.allocation is None else _allocation(cfg, n_assets, dtype)
         policy = cls(
-            rebalance_every=rebalance_steps(cfg.rebalance), rate=jnp.asarray(rate, dtype), allocation=alloc,
-            decay=ewma_decay(cfg.half_life_days, dt), dt=dt, **params,
+            rebalance_every=rebalance_steps(cfg.rebalance),
+            rate=jnp.asarray(rate, dtype),
+            allocation=alloc,
+            decay=ewma_decay(cfg.half_life_days, dt),
+            dt=dt,
+            **params,
         )
         return policy, free
 
@@ -186,3 +249,13 @@ class FractionalKelly(Policy):
         var = jnp.maximum(state.var, 1e-8)
         lev = self.fraction * (state.drift + var / 2 - self.rate) / var
         return jnp.clip(lev, -self.max_leverage, self.max_leverage) * self.allocation
+
+    @classmethod
+    def describe(cls, values: dict[str, Any], spec: dict[str, Any], horizon_days: float, rebalance: str):
+        c = scalar(values.get("fraction"))
+        c_words = fmt_number(c, 3) if c is not None else str(values.get("fraction"))
+        hl = fmt_number(spec.get("half_life_days", 90), 3)
+        return (
+            f"Hold {c_words} × the Kelly leverage (μ − r)/σ², from EWMA estimates with a {hl}-day "
+            f"half-life{_cap_words(values)}, {rebalance}."
+        ), None

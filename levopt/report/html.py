@@ -13,19 +13,16 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from levopt.fmt import fmt_duration, fmt_lev, fmt_number, num
 from levopt.io import atomic_write_bytes
 from levopt.report._inputs import (
     RunInputs,
     base_metric,
     describe_policy,
-    fmt_duration,
-    fmt_lev,
     fmt_metric,
-    fmt_number,
     goal,
     load_inputs,
     metric_description,
-    num,
 )
 
 SWEEP_ROWS = 20
@@ -489,98 +486,112 @@ def _calibration_section(inputs: RunInputs) -> Markup:
     post = inputs.posterior
     if post is None and inputs.ppc is None:
         return Markup("")
-    body = []
-    if isinstance(post, dict):
-
-        def rows_of(d: dict[str, Any]) -> list[list[Any]]:
-            out = []
-            for name, s in d.items():
-                if not isinstance(s, dict) or "mean" not in s:
-                    continue
-                r_hat = num(s.get("r_hat"))
-                r_cell = f"{r_hat:.3f}" if math.isfinite(r_hat) else "–"
-                if math.isfinite(r_hat) and r_hat > 1.01:
-                    r_cell = Markup(f'<span class="mark bad">{esc(r_cell)}</span>')
-                out.append(
-                    [
-                        name + (" (fixed)" if s.get("fixed") else ""),
-                        fmt_number(s.get("mean")),
-                        fmt_number(s.get("sd"), 3),
-                        fmt_number(s.get("q05")),
-                        fmt_number(s.get("q95")),
-                        r_cell,
-                        fmt_number(round(num(s["ess"])) if math.isfinite(num(s.get("ess"))) else None),
-                    ]
-                )
-            return out
-
-        cols = ["parameter", "mean", "sd", "5%", "95%", "r̂", "ESS"]
-        rows = rows_of(post)
-        model = post.get("model")
-        intro = (
-            f"Model {model}" + (f", {post.get('dist')} shocks" if post.get("dist") else "") if model else ""
-        )
-        if post.get("n_obs"):
-            intro += f"{'; ' if intro else ''}{fmt_number(post['n_obs'])} returns"
-        if post.get("data"):
-            intro += f" from {post['data']}"
-        if isinstance(post.get("range"), list) and all(post["range"]):
-            intro += f" ({post['range'][0]} to {post['range'][1]})"
-        if rows:
-            body.append(
-                f"<p>{esc(intro + ('. ' if intro else '') + 'Source: ' + str(inputs.posterior_source))}.</p>"
-            )
-            body.append(_table(cols, rows, caption="Posterior of the path-model parameters"))
-        derived = post.get("derived")
-        if isinstance(derived, dict) and (drows := rows_of(derived)):
-            body.append(_table(cols, drows, caption="Derived quantities"))
-        diag = post.get("diagnostics")
-        if isinstance(diag, dict):
-            names = {
-                "max_r_hat": "largest r̂",
-                "min_ess": "smallest ESS",
-                "divergences": "divergent transitions",
-            }
-            drows = [
-                [
-                    names.get(k, k.replace("_", " ")),
-                    _cell(v) if not isinstance(v, list) else "; ".join(map(str, v)) or "none",
-                ]
-                for k, v in diag.items()
-            ]
-            body.append(_table(["diagnostic", "value"], drows, caption="Sampler diagnostics", classes="kv"))
+    body = _posterior_parts(post, inputs.posterior_source) if isinstance(post, dict) else []
     stats = (inputs.ppc or {}).get("statistics")
-    if isinstance(stats, dict):
-        rows = []
-        for name, s in stats.items():
-            if not isinstance(s, dict):
-                continue
-            p = num(s.get("p_value"))
-            p_cell: Any = f"{p:.2f}" if math.isfinite(p) else "–"
-            if math.isfinite(p):
-                extreme = p < 0.05 or p > 0.95
-                p_cell = Markup(f'<span class="mark {"bad" if extreme else "ok"}">{esc(p_cell)}</span>')
-            rows.append(
-                [
-                    name,
-                    fmt_number(s.get("realized")),
-                    fmt_number(s.get("mean")),
-                    f"{fmt_number(s.get('q05'))} – {fmt_number(s.get('q95'))}",
-                    p_cell,
-                ]
-            )
-        if rows:
-            body.append(
-                _table(
-                    ["statistic", "data", "predictive mean", "predictive 5–95%", "p-value"],
-                    rows,
-                    caption="Posterior predictive check: p-values near 0 or 1 mean the model does not "
-                    "reproduce that feature of the data",
-                )
-            )
+    if isinstance(stats, dict) and (ppc := _ppc_table(stats)):
+        body.append(ppc)
     if not body:
         return Markup("")
     return _section("calibration", "Calibration", "".join(body))
+
+
+_POSTERIOR_COLUMNS = ["parameter", "mean", "sd", "5%", "95%", "r̂", "ESS"]
+
+
+def _posterior_parts(post: dict[str, Any], source: Any) -> list[Any]:
+    """Intro, posterior, derived-quantity and diagnostics tables of a posterior summary."""
+    body: list[Any] = []
+    rows = _posterior_rows(post)
+    if rows:
+        intro = _posterior_intro(post)
+        body.append(f"<p>{esc(intro + ('. ' if intro else '') + 'Source: ' + str(source))}.</p>")
+        body.append(_table(_POSTERIOR_COLUMNS, rows, caption="Posterior of the path-model parameters"))
+    derived = post.get("derived")
+    if isinstance(derived, dict) and (drows := _posterior_rows(derived)):
+        body.append(_table(_POSTERIOR_COLUMNS, drows, caption="Derived quantities"))
+    diag = post.get("diagnostics")
+    if isinstance(diag, dict):
+        names = {
+            "max_r_hat": "largest r̂",
+            "min_ess": "smallest ESS",
+            "divergences": "divergent transitions",
+        }
+        drows = [
+            [
+                names.get(k, k.replace("_", " ")),
+                _cell(v) if not isinstance(v, list) else "; ".join(map(str, v)) or "none",
+            ]
+            for k, v in diag.items()
+        ]
+        body.append(_table(["diagnostic", "value"], drows, caption="Sampler diagnostics", classes="kv"))
+    return body
+
+
+def _posterior_intro(post: dict[str, Any]) -> str:
+    """Model, shocks, number of returns, source and date range, each where the summary has it."""
+    model = post.get("model")
+    intro = f"Model {model}" + (f", {post.get('dist')} shocks" if post.get("dist") else "") if model else ""
+    if post.get("n_obs"):
+        intro += f"{'; ' if intro else ''}{fmt_number(post['n_obs'])} returns"
+    if post.get("data"):
+        intro += f" from {post['data']}"
+    if isinstance(post.get("range"), list) and all(post["range"]):
+        intro += f" ({post['range'][0]} to {post['range'][1]})"
+    return intro
+
+
+def _posterior_rows(d: dict[str, Any]) -> list[list[Any]]:
+    """One row per parameter summary in ``d``, r̂ above 1.01 flagged."""
+    out = []
+    for name, s in d.items():
+        if not isinstance(s, dict) or "mean" not in s:
+            continue
+        r_hat = num(s.get("r_hat"))
+        r_cell = f"{r_hat:.3f}" if math.isfinite(r_hat) else "–"
+        if math.isfinite(r_hat) and r_hat > 1.01:
+            r_cell = Markup(f'<span class="mark bad">{esc(r_cell)}</span>')
+        out.append(
+            [
+                name + (" (fixed)" if s.get("fixed") else ""),
+                fmt_number(s.get("mean")),
+                fmt_number(s.get("sd"), 3),
+                fmt_number(s.get("q05")),
+                fmt_number(s.get("q95")),
+                r_cell,
+                fmt_number(round(num(s["ess"])) if math.isfinite(num(s.get("ess"))) else None),
+            ]
+        )
+    return out
+
+
+def _ppc_table(stats: dict[str, Any]) -> Markup | None:
+    """The posterior predictive check's statistics, p-values in the outer 5% flagged; None if empty."""
+    rows = []
+    for name, s in stats.items():
+        if not isinstance(s, dict):
+            continue
+        p = num(s.get("p_value"))
+        p_cell: Any = f"{p:.2f}" if math.isfinite(p) else "–"
+        if math.isfinite(p):
+            extreme = p < 0.05 or p > 0.95
+            p_cell = Markup(f'<span class="mark {"bad" if extreme else "ok"}">{esc(p_cell)}</span>')
+        rows.append(
+            [
+                name,
+                fmt_number(s.get("realized")),
+                fmt_number(s.get("mean")),
+                f"{fmt_number(s.get('q05'))} – {fmt_number(s.get('q95'))}",
+                p_cell,
+            ]
+        )
+    if not rows:
+        return None
+    return _table(
+        ["statistic", "data", "predictive mean", "predictive 5–95%", "p-value"],
+        rows,
+        caption="Posterior predictive check: p-values near 0 or 1 mean the model does not "
+        "reproduce that feature of the data",
+    )
 
 
 def _config_section(inputs: RunInputs) -> Markup:

@@ -19,16 +19,14 @@ from typing import Any
 
 import numpy as np
 
+from levopt.fmt import fmt_lev, fmt_number, num
 from levopt.io import atomic_write_bytes
 from levopt.report._inputs import (
     PARAM_UNITS,
     RunInputs,
     base_metric,
-    fmt_lev,
-    fmt_number,
     goal,
     metric_style,
-    num,
 )
 
 DPI = 120
@@ -563,40 +561,11 @@ def plot_heatmap(inputs: RunInputs, path: Path) -> Path | None:
     keys = inputs.swept_keys
     if table is None or len(keys) < 2:
         return None
-    if is_optimized(inputs):
-        found = sweep_leverage(inputs)
-        if found is None:
-            return None
-        values, what = found
-        title, fmt = f"Optimal {what}", "{:.2f}"
-        bar_label = "leverage (notional / equity)" if "leverage" in what else what
-    else:
-        col = _metric_column(table, "log_growth")
-        if col is None:
-            return None
-        values = 100 * np.asarray([num(v) for v in table[col]])
-        title, fmt = "Expected log-growth (% per year)", "{:.3g}"
-        bar_label = "log-growth (% per year)"
-    frame = table.assign(_value=values)
-    held = []
-    for extra in keys[3:]:
-        first = _key_values(frame[extra])[0][0]
-        frame = frame[frame[extra] == first]
-        held.append(f"{extra} = {first}")
-    xkey, ykey = keys[0], keys[1]
-    facets = _key_values(frame[keys[2]])[0][:4] if len(keys) > 2 else [None]
-    if len(keys) > 2 and len(_key_values(frame[keys[2]])[0]) > 4:
-        held.append(f"first 4 values of {keys[2]}")
-    xs, ys = _key_values(frame[xkey])[0], _key_values(frame[ykey])[0]
-    grids = []
-    for facet in facets:
-        sub = frame if facet is None else frame[frame[keys[2]] == facet]
-        grid = np.full((len(ys), len(xs)), np.nan)
-        for _, row in sub.iterrows():
-            i, j = ys.index(row[ykey]), xs.index(row[xkey])
-            if np.isnan(grid[i, j]):
-                grid[i, j] = row["_value"]
-        grids.append(grid)
+    shown = _heatmap_values(inputs, table)
+    if shown is None:
+        return None
+    values, title, fmt, bar_label = shown
+    grids, xs, ys, facets, held = _heatmap_grids(table.assign(_value=values), keys)
     finite = np.concatenate([g[np.isfinite(g)] for g in grids]) if grids else np.asarray([])
     if finite.size == 0:
         return None
@@ -624,25 +593,12 @@ def plot_heatmap(inputs: RunInputs, path: Path) -> Path | None:
                 rotation=45 if len(xs) > 6 else 0,
             )
             ax.set_yticks(range(len(ys)), [fmt_number(v, 3) if not isinstance(v, str) else v for v in ys])
-            ax.set_xlabel(xkey)
+            ax.set_xlabel(keys[0])
             if facet is not None:
                 ax.set_title(f"{keys[2]} = {facet}", fontsize=10, fontweight="normal")
             if len(xs) * len(ys) <= 150:
-                for i in range(len(ys)):
-                    for j in range(len(xs)):
-                        v = grid[i, j]
-                        if np.isfinite(v):
-                            dark = (v - vmin) / (vmax - vmin) < 0.6
-                            ax.text(
-                                j,
-                                i,
-                                fmt.format(v),
-                                ha="center",
-                                va="center",
-                                fontsize=8,
-                                color="white" if dark else "black",
-                            )
-        axes[0].set_ylabel(ykey)
+                _label_cells(ax, grid, fmt, vmin, vmax)
+        axes[0].set_ylabel(keys[1])
         fig.colorbar(image, ax=list(axes), label=bar_label)
         fig.suptitle(
             title + (f" — {', '.join(held)}" if held else ""),
@@ -652,6 +608,69 @@ def plot_heatmap(inputs: RunInputs, path: Path) -> Path | None:
             fontweight="bold",
         )
         return _save(fig, path)
+
+
+def _heatmap_values(inputs: RunInputs, table: Any) -> tuple[Any, str, str, str] | None:
+    """(value per sweep row, title, cell format, colorbar label): the optimal leverage when
+    optimized, else the log-growth in % a year; None when the sweep has neither."""
+    if is_optimized(inputs):
+        found = sweep_leverage(inputs)
+        if found is None:
+            return None
+        values, what = found
+        bar_label = "leverage (notional / equity)" if "leverage" in what else what
+        return values, f"Optimal {what}", "{:.2f}", bar_label
+    col = _metric_column(table, "log_growth")
+    if col is None:
+        return None
+    values = 100 * np.asarray([num(v) for v in table[col]])
+    return values, "Expected log-growth (% per year)", "{:.3g}", "log-growth (% per year)"
+
+
+def _heatmap_grids(
+    frame: Any, keys: list[str]
+) -> tuple[list[np.ndarray], list[Any], list[Any], list[Any], list[str]]:
+    """(grids, x values, y values, facets, held): one (y, x) grid of ``_value`` per facet of the
+    third key (at most 4), rows past the third key kept at its first value; the first row wins
+    a cell; ``held`` says what was left out."""
+    held = []
+    for extra in keys[3:]:
+        first = _key_values(frame[extra])[0][0]
+        frame = frame[frame[extra] == first]
+        held.append(f"{extra} = {first}")
+    xkey, ykey = keys[0], keys[1]
+    facets = _key_values(frame[keys[2]])[0][:4] if len(keys) > 2 else [None]
+    if len(keys) > 2 and len(_key_values(frame[keys[2]])[0]) > 4:
+        held.append(f"first 4 values of {keys[2]}")
+    xs, ys = _key_values(frame[xkey])[0], _key_values(frame[ykey])[0]
+    grids = []
+    for facet in facets:
+        sub = frame if facet is None else frame[frame[keys[2]] == facet]
+        grid = np.full((len(ys), len(xs)), np.nan)
+        for _, row in sub.iterrows():
+            i, j = ys.index(row[ykey]), xs.index(row[xkey])
+            if np.isnan(grid[i, j]):
+                grid[i, j] = row["_value"]
+        grids.append(grid)
+    return grids, xs, ys, facets, held
+
+
+def _label_cells(ax: Any, grid: np.ndarray, fmt: str, vmin: float, vmax: float) -> None:
+    """Write each finite value in its cell, white on the darker part of the colormap."""
+    for i in range(grid.shape[0]):
+        for j in range(grid.shape[1]):
+            v = grid[i, j]
+            if np.isfinite(v):
+                dark = (v - vmin) / (vmax - vmin) < 0.6
+                ax.text(
+                    j,
+                    i,
+                    fmt.format(v),
+                    ha="center",
+                    va="center",
+                    fontsize=8,
+                    color="white" if dark else "black",
+                )
 
 
 def plot_sweep_lines(inputs: RunInputs, path: Path) -> Path | None:

@@ -10,56 +10,24 @@ from typing import Any, Literal
 import yaml
 from pydantic import (
     BaseModel,
-    ConfigDict,
     Field,
-    PrivateAttr,
     ValidationError,
     field_validator,
     model_validator,
 )
 
+from levopt.config.calibrated import check_model_section
+from levopt.config.objective import parse_objective
 from levopt.engine.market import MarketConfig
 from levopt.errors import ConfigError
+from levopt.objectives import DEFAULT_METRICS, MetricRef, MetricSpecs
 from levopt.paths import MODELS
 from levopt.policies import POLICIES, PolicyConfig
+from levopt.schema import StrictModel, format_validation_error
 
 
-def format_validation_error(exc: ValidationError, prefix: str = "") -> ConfigError:
-    """Turn pydantic's report into one line naming the first offending field."""
-    err = exc.errors()[0]
-    loc = ".".join(str(p) for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-")))
-    field = ".".join(p for p in (prefix, loc) if p)
-    msg = err["msg"].removeprefix("Value error, ")
-    if err["type"] == "extra_forbidden":
-        parent = field.rsplit(".", 1)[0] if "." in field else "top level"
-        return ConfigError(field, f"unknown key (not allowed in {parent})")
-    if err["type"] == "missing":
-        return ConfigError(field, "required key is missing")
-    if "input" in err and "got" not in msg and not isinstance(err["input"], dict):
-        msg = f"{msg} (got {err['input']!r})"
-    return ConfigError(field, msg)
-
-
-class MetricSpec(BaseModel):
-    """A metric with options, e.g. ``{metric: cvar, level: 0.99}``; extra keys are its options."""
-
-    model_config = ConfigDict(extra="allow", frozen=True)
-    metric: str
-    label: str | None = None
-
-    @property
-    def options(self) -> dict[str, Any]:
-        return dict(self.model_extra or {})
-
-    @property
-    def name(self) -> str:
-        return self.label or self.metric
-
-
-class Config(BaseModel):
+class Config(StrictModel):
     """An experiment: market model, venue rules, leverage policy and what to compute."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     seed: int = Field(0, ge=0)
     paths: int = Field(100_000, gt=0)
@@ -70,18 +38,17 @@ class Config(BaseModel):
     ruin_floor: float = Field(1e-6, gt=0, lt=1)
     model: dict[str, Any]
     market: MarketConfig = MarketConfig()
-    policy: dict[str, Any]
-    metrics: list[str | MetricSpec] | None = None
+    policy: dict[str, Any] | None = None
+    metrics: list[str | MetricRef] | None = None
     objective: dict[str, Any] | None = None
     optimizer: dict[str, Any] | None = None
     sweep: dict[str, Any] | None = None
     name: str | None = None
-    _base_dir: str = PrivateAttr(".")
 
     @field_validator("model", "policy")
     @classmethod
-    def _has_kind(cls, v: dict[str, Any]) -> dict[str, Any]:
-        if "kind" not in v:
+    def _has_kind(cls, v: dict[str, Any] | None) -> dict[str, Any] | None:
+        if v is not None and "kind" not in v:
             raise ValueError("needs a 'kind'")
         return v
 
@@ -109,32 +76,43 @@ class Config(BaseModel):
 
     def model_config_typed(self) -> Any:
         """The validated model section: the path model's schema, or the calibrated-model schema
-        (``levopt.calibrate.config``) when the section has a ``calibrate`` block."""
+        (:mod:`levopt.config.calibrated`) when the section has a ``calibrate`` block."""
         if "calibrate" in self.model:
-            from levopt.calibrate.config import check_model_section
-
             return check_model_section(self.model)
         return validate_section(self.model, MODELS.get(self.model["kind"], "model.kind").Config, "model")
 
     def policy_config_typed(self) -> PolicyConfig:
-        return validate_section(self.policy, POLICIES.get(self.policy["kind"], "policy.kind").Config, "policy")
+        if self.policy is None:
+            raise ConfigError("policy", "required key is missing (e.g. {kind: constant, leverage: 2.0})")
+        return validate_section(
+            self.policy, POLICIES.get(self.policy["kind"], "policy.kind").Config, "policy"
+        )
 
-    def metric_specs(self) -> dict[str, tuple[str, dict[str, Any]]]:
-        from levopt.objectives import DEFAULT_METRICS, get_metric
-
+    def metric_refs(self) -> list[MetricRef]:
+        """The ``metrics`` entries (default: :data:`~levopt.objectives.DEFAULT_METRICS`)."""
         entries = self.metrics if self.metrics is not None else list(DEFAULT_METRICS)
-        specs: dict[str, tuple[str, dict[str, Any]]] = {}
-        for i, entry in enumerate(entries):
-            spec = MetricSpec(metric=entry) if isinstance(entry, str) else entry
-            get_metric(spec.metric, f"metrics[{i}]").check_options(spec.options, f"metrics[{i}]")
-            specs[spec.name] = (spec.metric, spec.options)
+        return [MetricRef(metric=e) if isinstance(e, str) else e for e in entries]
+
+    def metric_specs(self) -> MetricSpecs:
+        """``label -> (metric, options)`` of the ``metrics`` section; an entry is reported under its
+        ``label``, else under the metric's name."""
+        specs: MetricSpecs = {}
+        for i, ref in enumerate(self.metric_refs()):
+            ref.resolve(f"metrics[{i}]")
+            name = ref.label or ref.metric
+            if name in specs:
+                raise ConfigError(
+                    f"metrics[{i}]", f"a second entry reported as {name!r}; give one of them a label"
+                )
+            specs[name] = ref.spec()
         return specs
 
     def resolved(self) -> dict[str, Any]:
         """The config with every default filled in (what results record)."""
         out = self.model_dump(mode="json", exclude_none=True)
         out["model"] = self.model_config_typed().model_dump(mode="json", exclude_none=True)
-        out["policy"] = self.policy_config_typed().model_dump(mode="json", exclude_none=True)
+        if self.policy is not None:
+            out["policy"] = self.policy_config_typed().model_dump(mode="json", exclude_none=True)
         return out
 
 
@@ -188,10 +166,13 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     return data
 
 
-def load_config(source: str | Path | dict[str, Any] | Config, overrides: list[str] | tuple[str, ...] = ()) -> Config:
+def load_config(
+    source: str | Path | dict[str, Any] | Config, overrides: list[str] | tuple[str, ...] = ()
+) -> Config:
     """Parse and validate a config from a YAML path, a dict or a :class:`Config`.
 
-    ``overrides`` are ``key=value`` strings with dotted keys (the CLI's ``--set``).
+    ``overrides`` are ``key=value`` strings with dotted keys (the CLI's ``--set``). Relative data
+    paths in a config are resolved against :func:`config_dir` of its source, passed on explicitly.
     """
     if isinstance(source, Config) and not overrides:
         return source
@@ -201,24 +182,32 @@ def load_config(source: str | Path | dict[str, Any] | Config, overrides: list[st
         data = copy.deepcopy(source)
     else:
         data = read_yaml(source)
-        base = Path(source).resolve().parent
-        data.setdefault("_base_dir", str(base))
     for item in overrides:
         set_dotted(data, *parse_override(item))
-    base_dir = data.pop("_base_dir", None)
     try:
         cfg = Config.model_validate(data)
     except ValidationError as exc:
         raise format_validation_error(exc) from None
     cfg.model_config_typed()
-    cfg.policy_config_typed()
+    if cfg.policy is not None:
+        cfg.policy_config_typed()
     cfg.metric_specs()
-    if base_dir is not None:
-        cfg._base_dir = base_dir
+    if cfg.objective is not None:
+        parse_objective(cfg.objective)
     return cfg
 
 
-def resolve_path(cfg: Config, path: str | Path) -> Path:
-    """A data path from the config: absolute, or relative to the config file's directory."""
+def config_dir(source: Any, base_dir: str | Path | None = None) -> Path:
+    """The directory relative data paths are resolved against: ``base_dir`` when given, else the
+    config file's directory, else the working directory."""
+    if base_dir is not None:
+        return Path(base_dir)
+    if isinstance(source, str | Path):
+        return Path(source).expanduser().resolve().parent
+    return Path.cwd()
+
+
+def resolve_path(base_dir: str | Path, path: str | Path) -> Path:
+    """A data path from a config: absolute, or relative to ``base_dir``."""
     p = Path(path).expanduser()
-    return p if p.is_absolute() else Path(cfg._base_dir) / p
+    return p if p.is_absolute() else Path(base_dir) / p

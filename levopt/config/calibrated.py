@@ -18,14 +18,15 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import Field, ValidationError, model_validator
 
 from levopt.errors import ConfigError
+from levopt.schema import StrictModel, format_validation_error
 
 CALIBRATED_KINDS = ("gbm", "merton", "garch")
 
 
-class CalibrateSpec(BaseModel):
+class CalibrateSpec(StrictModel):
     """The ``model.calibrate`` mapping: where the data are and how to sample the posterior.
 
     Attributes:
@@ -44,8 +45,6 @@ class CalibrateSpec(BaseModel):
             the variance filtered to the end of the data (``last``: a forecast from today).
     """
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
     data: str
     column: str | None = None
     timestamp_column: str | None = None
@@ -63,10 +62,8 @@ class CalibrateSpec(BaseModel):
     initial_variance: Literal["unconditional", "last"] = "unconditional"
 
 
-class CalibratedModelConfig(BaseModel):
+class CalibratedModelConfig(StrictModel):
     """A ``model`` section whose parameters come from a calibration (what results record)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     kind: Literal["gbm", "merton", "garch"]
     calibrate: CalibrateSpec
@@ -127,6 +124,4 @@ def check_model_section(model: dict[str, Any]) -> CalibratedModelConfig:
     try:
         return CalibratedModelConfig.model_validate(model)
     except ValidationError as exc:
-        from levopt.config import format_validation_error
-
         raise format_validation_error(exc, "model") from None

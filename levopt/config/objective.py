@@ -1,29 +1,18 @@
-"""The ``objective:`` and ``optimizer:`` sections of a config."""
+"""The ``objective:`` and ``optimizer:`` sections of a config.
+
+Goals and constraints reference the metric catalogue with :class:`~levopt.objectives.MetricRef`,
+the same type as the entries of ``metrics:``.
+"""
 
 from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import Field, ValidationError, model_validator
 
-from levopt.config import format_validation_error
 from levopt.errors import ConfigError
-from levopt.objectives import get_metric
-
-
-class MetricRef(BaseModel):
-    """A metric name with its options: ``cvar`` or ``{metric: cvar, level: 0.99}``."""
-
-    model_config = ConfigDict(extra="allow", frozen=True)
-    metric: str
-
-    @property
-    def options(self) -> dict[str, Any]:
-        return dict(self.model_extra or {})
-
-    def label(self) -> str:
-        opts = ",".join(f"{k}={v}" for k, v in sorted(self.options.items()))
-        return f"{self.metric}({opts})" if opts else self.metric
+from levopt.objectives import MetricRef
+from levopt.schema import StrictModel, format_validation_error
 
 
 class Constraint(MetricRef):
@@ -39,10 +28,6 @@ class Constraint(MetricRef):
         return self
 
     @property
-    def options(self) -> dict[str, Any]:
-        return {k: v for k, v in (self.model_extra or {}).items()}
-
-    @property
     def limit(self) -> float:
         return self.max if self.max is not None else self.min  # type: ignore[return-value]
 
@@ -55,8 +40,9 @@ class Constraint(MetricRef):
         return value - self.limit if self.sense == "max" else self.limit - value
 
 
-class ObjectiveConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+class ObjectiveConfig(StrictModel):
+    """``{maximize | minimize: METRIC, constraints: [...]}``."""
+
     maximize: str | MetricRef | None = None
     minimize: str | MetricRef | None = None
     constraints: list[Constraint] = []
@@ -73,15 +59,36 @@ class ObjectiveConfig(BaseModel):
         return MetricRef(metric=goal) if isinstance(goal, str) else goal  # type: ignore[arg-type]
 
     @property
+    def goal_field(self) -> str:
+        return "objective.maximize" if self.maximize is not None else "objective.minimize"
+
+    @property
     def sign(self) -> float:
         """+1 to maximize, -1 to minimize."""
         return 1.0 if self.maximize is not None else -1.0
 
+    def outcome_constraints(self) -> list[Constraint]:
+        """Constraints on simulated outcomes (the rest bound the policy's weights)."""
+        return [c for c in self.constraints if c.resolve("").on_outcomes]
 
-class OptaxConfig(BaseModel):
-    """Gradient search through the simulation (augmented Lagrangian + Adam)."""
+    def weight_constraints(self) -> list[Constraint]:
+        return [
+            c
+            for c in self.constraints
+            if not c.resolve("").on_outcomes and c.resolve("").weights_fn is not None
+        ]
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    def reported(self) -> dict[str, tuple[str, dict[str, Any]]]:
+        """The goal and the outcome constraints as ``label -> (metric, options)``."""
+        labelled = {c.key: c.spec() for c in self.outcome_constraints()}
+        if self.goal.resolve("").on_outcomes:
+            labelled[self.goal.key] = self.goal.spec()
+        return labelled
+
+
+class OptaxConfig(StrictModel):
+    """Gradient search through the simulation (augmented Lagrangian + L-BFGS or Adam)."""
+
     method: Literal["optax"] = "optax"
     solver: Literal["lbfgs", "adam"] = "lbfgs"
     steps: int = Field(500, ge=1, description="maximum gradient steps")
@@ -93,33 +100,26 @@ class OptaxConfig(BaseModel):
     feasibility_tol: float = Field(1e-3, gt=0, description="relative constraint violation accepted")
 
 
-class CvxpyConfig(BaseModel):
+class CvxpyConfig(StrictModel):
     """Scenario-based convex program for static allocations."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
     method: Literal["cvxpy"] = "cvxpy"
     solver: str = "CLARABEL"
     scenarios: int | Literal["data"] = 20000
 
 
 def parse_objective(cfg_objective: dict[str, Any] | None) -> ObjectiveConfig:
+    """Validate an ``objective`` section against the metric catalogue; errors name the field."""
     if cfg_objective is None:
         raise ConfigError("objective", "required key is missing (e.g. {maximize: log_growth})")
     try:
         obj = ObjectiveConfig.model_validate(cfg_objective)
     except ValidationError as exc:
         raise format_validation_error(exc, "objective") from None
-    get_metric(obj.goal.metric, "objective").check_options(obj.goal.options, "objective")
+    obj.goal.resolve(obj.goal_field)
     for i, c in enumerate(obj.constraints):
-        field = f"objective.constraints[{i}]"
-        if c.metric in PARAMETER_CONSTRAINTS:
-            continue
-        get_metric(c.metric, field).check_options(c.options, field)
+        c.resolve(f"objective.constraints[{i}]")
     return obj
-
-
-PARAMETER_CONSTRAINTS = ("gross_leverage",)
-"""Constraints on the policy's weights rather than on simulated outcomes."""
 
 
 def parse_optimizer(cfg_optimizer: dict[str, Any] | None) -> OptaxConfig | CvxpyConfig:

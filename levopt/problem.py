@@ -1,0 +1,179 @@
+"""A built config: the path model, policy and market as arrays, the PRNG streams, and the metrics
+the config reports. Below the optimizers and the runner, which take a :class:`Problem`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from levopt.config import Config
+from levopt.engine import Market, Outcome, draw_noise, simulate_outcome_jit
+from levopt.errors import ConfigError
+from levopt.objectives import Context, MetricSpecs, evaluate_metrics, get_metric, hashable
+from levopt.paths import MODELS, PathModel
+from levopt.policies import POLICIES, Bounds, Policy
+from levopt.precision import scoped_x64
+
+STREAM_PATHS, STREAM_OUT_OF_SAMPLE, STREAM_CALIBRATION = 0, 1, 2
+"""Independent random streams derived from the config's seed by ``fold_in``."""
+
+
+@dataclass(frozen=True)
+class Problem:
+    """Everything a simulation needs, built from a validated config.
+
+    Attributes:
+        cfg: the validated config.
+        model, policy, market: the path model, the policy and the venue's rules as pytrees.
+        free: bounds of the policy's free parameters, by field name.
+        dtype: the config's precision.
+        n_draws: with posterior uncertainty, the number of parameter draws on the model's leading
+            axis (path p uses draw p % n_draws); else None.
+        calibration: the calibration summary when the model was calibrated.
+    """
+
+    cfg: Config
+    model: PathModel
+    policy: Policy
+    free: dict[str, Bounds]
+    market: Market
+    dtype: Any
+    n_draws: int | None = None
+    calibration: dict[str, Any] | None = None
+
+    @property
+    def ctx(self) -> Context:
+        return Context(self.cfg.years, self.cfg.ruin_floor)
+
+    def key(self, stream: int) -> jax.Array:
+        return jax.random.fold_in(jax.random.PRNGKey(self.cfg.seed), stream)
+
+    @scoped_x64
+    def simulate(
+        self, key: jax.Array, policy: Policy | None = None, paths: int | None = None, noise: Any = None
+    ) -> Outcome:
+        cfg = self.cfg
+        return simulate_outcome_jit(
+            key,
+            self.model,
+            self.policy if policy is None else policy,
+            self.market,
+            paths=paths or cfg.paths,
+            steps=cfg.steps,
+            dt=cfg.dt,
+            dtype=self.dtype,
+            ruin_floor=cfg.ruin_floor,
+            chunk_size=cfg.chunk_size,
+            n_draws=self.n_draws,
+            noise=noise,
+        )
+
+    @scoped_x64
+    def draw_noise(self, key: jax.Array, paths: int) -> Any:
+        return draw_noise(
+            key, self.model, paths=paths, steps=self.cfg.steps, dtype=self.dtype, n_draws=self.n_draws
+        )
+
+    @scoped_x64
+    def metrics(self, outcome: Outcome, extra: MetricSpecs | None = None) -> dict[str, Any]:
+        """``{"metrics", "stderr"}`` of the config's metrics plus ``extra`` ones (see :func:`report_specs`)."""
+        specs, _ = report_specs(self.cfg, extra or {})
+        values, errors = evaluate_metrics(outcome, self.ctx, specs)
+        return {"metrics": values, "stderr": errors}
+
+
+def dtype_of(cfg: Config) -> Any:
+    return jnp.float64 if cfg.precision == "float64" else jnp.float32
+
+
+@scoped_x64
+def build_problem(
+    cfg: Config,
+    base_dir: str | Path = ".",
+    *,
+    model: PathModel | None = None,
+    n_draws: int | None = None,
+    calibration: dict[str, Any] | None = None,
+) -> Problem:
+    """Build the model (unless given, e.g. from a calibration), the policy and the market arrays.
+
+    ``base_dir`` resolves the relative data paths of the config (see :func:`levopt.config.config_dir`).
+    """
+    dtype = dtype_of(cfg)
+    if cfg.policy is None:
+        raise ConfigError("policy", "required key is missing (e.g. {kind: constant, leverage: 2.0})")
+    model = build_model(cfg, base_dir) if model is None else model
+    policy_cls = POLICIES.get(cfg.policy["kind"], "policy.kind")
+    policy, free = policy_cls.from_config(
+        cfg.policy_config_typed(), model.n_assets, cfg.steps, cfg.dt, dtype, market=cfg.market
+    )
+    market = Market.from_config(cfg.market, dtype)
+    check_opening(cfg, policy)
+    return Problem(cfg, model, policy, free, market, dtype, n_draws, calibration)
+
+
+@scoped_x64
+def build_model(cfg: Config, base_dir: str | Path = ".") -> PathModel:
+    """The config's path model (not a calibrated one: :func:`levopt.build` runs calibrations)."""
+    if "calibrate" in cfg.model:
+        raise ConfigError(
+            "model.calibrate", "a calibrated model is built by levopt.build (it runs the calibration)"
+        )
+    model_cls = MODELS.get(cfg.model["kind"], "model.kind")
+    return model_cls.from_config(cfg.model_config_typed(), cfg.dt, dtype_of(cfg), base_dir=Path(base_dir))
+
+
+def check_opening(cfg: Config, policy: Policy) -> None:
+    """Reject a position that the maintenance margin would liquidate at the opening trade.
+
+    Applies to policies whose opening weights are known before the simulation
+    (:meth:`~levopt.policies.Policy.opening_weights`); the opening of state-dependent policies is
+    an outcome of the simulation.
+    """
+    weights = policy.opening_weights()
+    if weights is None:
+        return
+    gross = float(np.sum(np.abs(np.asarray(weights, float))))
+    mkt = cfg.market
+    equity = 1.0 - (mkt.fee + mkt.slippage) * gross
+    if gross > 0 and equity <= mkt.maintenance_margin * gross:
+        raise ConfigError(
+            "market.maintenance_margin",
+            f"{mkt.maintenance_margin} liquidates a {gross:g}x position at open "
+            f"(equity after fees {equity:.4f} <= margin {mkt.maintenance_margin * gross:.4f}); "
+            f"allowed: < {equity / gross:.4f} at this leverage, or lower the leverage",
+        )
+
+
+def versions() -> dict[str, str]:
+    out = {}
+    for pkg in ("levopt", "jax", "jaxlib", "optax", "numpyro", "cvxpy", "numpy"):
+        try:
+            out[pkg] = version(pkg)
+        except PackageNotFoundError:
+            pass
+    out["backend"] = jax.default_backend()
+    return out
+
+
+def _canonical(name: str, options: dict[str, Any]) -> tuple:
+    """A metric with its options, defaults filled in (``cvar`` equals ``cvar(level=0.95)``)."""
+    return name, hashable(get_metric(name).defaults() | options)
+
+
+def report_specs(cfg: Config, extra: MetricSpecs) -> tuple[MetricSpecs, dict[str, str]]:
+    """The config's metrics plus ``extra`` ones not already among them, and where each extra label
+    is reported (``cvar(level=0.95)`` is reported as ``cvar``)."""
+    specs = dict(cfg.metric_specs())
+    known = {_canonical(name, opts): label for label, (name, opts) in specs.items()}
+    where = {}
+    for label, spec in extra.items():
+        where[label] = known.setdefault(_canonical(*spec), label)
+        specs.setdefault(where[label], spec)
+    return specs, where

@@ -1,0 +1,214 @@
+"""Typed results: what ``levopt evaluate | run | calibrate`` and sweeps write, and what the CLI, the
+report and the sweep table read back.
+
+The writers build these models (so a result that does not fit its schema fails where it is made)
+and store ``to_dict()``; the readers validate the files with :func:`read_result` (so a damaged or
+foreign file is one error naming the file and the field). The Python API keeps returning plain
+dicts with the same keys (``levopt.evaluate(cfg)["metrics"]``). The JSON schemas are in
+``docs/results.md`` (made by ``python docs/make_schemas.py``).
+
+Numbers: a metric may be NaN (a standard error from too few paths) or ±inf (log-growth of a ruined
+scenario); files store NaN as ``null`` and infinities as the strings ``"inf"`` / ``"-inf"``, which
+read back as floats.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, ValidationError
+
+from levopt.errors import ConfigError
+
+
+def _number(value: Any) -> Any:
+    if value is None:
+        return math.nan
+    if isinstance(value, str) and value in ("inf", "-inf", "nan"):
+        return float(value)
+    return value
+
+
+Number = Annotated[float, BeforeValidator(_number)]
+"""A float that also reads ``null`` (NaN) and ``"inf"``/``"-inf"`` as written by :mod:`levopt.io`."""
+
+
+class Result(BaseModel):
+    """Base of the result models: known keys typed, further keys kept (forward compatible)."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+    _optional: tuple[str, ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data with the keys the writer gave (an optional section given as None is left out)."""
+        out = self.model_dump(exclude_unset=True)
+        for key in self._optional:
+            if out.get(key) is None:
+                out.pop(key, None)
+        return out
+
+
+class Estimates(Result):
+    """Metric values and their Monte Carlo standard errors, by label."""
+
+    metrics: dict[str, Number]
+    stderr: dict[str, Number] = {}
+
+
+class EvaluateResult(Estimates):
+    """``levopt evaluate``: the metrics of the config's policy."""
+
+    _optional = ("calibration", "sweep_point")
+    config: dict[str, Any]
+    seed: int
+    versions: dict[str, str]
+    timings: dict[str, Number] = {}
+    calibration: dict[str, Any] | None = None
+    sweep_point: dict[str, Any] | None = None
+
+
+class InSample(Estimates):
+    """Metrics at the optimum on the search's own paths (``paths``) or scenarios (``scenarios``)."""
+
+    _optional = ("paths", "scenarios", "period_years")
+    paths: int | None = None
+    scenarios: int | None = None
+    period_years: Number | None = None
+
+
+class ConstraintResult(Result):
+    """A constraint out of sample: ``satisfied`` holds within two standard errors."""
+
+    metric: str
+    sense: Literal["max", "min"]
+    limit: Number
+    value: Number
+    stderr: Number
+    in_sample: Number | None = None
+    satisfied: bool
+    strictly_satisfied: bool
+
+
+class OptimizerReport(Result):
+    """How the search went (further keys depend on the method: ``history``, ``status``, ...)."""
+
+    method: Literal["optax", "cvxpy"]
+    iterations: int | None = None
+    converged: bool
+    wall_s: Number
+
+
+class Trajectories(Result):
+    """Quantiles over paths of equity and gross leverage at each day, for plots."""
+
+    days: list[float]
+    quantiles: list[float]
+    equity: list[list[Number]]
+    leverage: list[list[Number]]
+
+
+class RunResult(Result):
+    """``levopt run``: the optimized policy, tested out of sample."""
+
+    _optional = ("trajectories", "leverage_profile", "calibration", "sweep_point")
+    policy: dict[str, Any]
+    in_sample: InSample
+    out_of_sample: Estimates
+    constraints: list[ConstraintResult]
+    optimizer: OptimizerReport
+    config: dict[str, Any]
+    seed: int
+    versions: dict[str, str]
+    timings: dict[str, Number] = {}
+    trajectories: Trajectories | None = None
+    leverage_profile: dict[str, list[Number]] | None = None
+    calibration: dict[str, Any] | None = None
+    sweep_point: dict[str, Any] | None = None
+
+
+class SweepRow(Result):
+    """One row of ``results.parquet``: the point's values, ``policy.*``, ``metrics.*``, ``stderr.*``
+    and ``constraints.*.satisfied`` columns besides these."""
+
+    point: int
+    point_id: str
+    wall_s: Number | None = None
+    converged: bool | None = None
+    iterations: int | None = None
+
+
+class SweepMeta(Result):
+    """``sweep.json``: the sweep's keys, its base config and the ids of its points."""
+
+    keys: list[str]
+    mode: str = "grid"
+    points: int | None = None
+    config: dict[str, Any]
+    point_ids: list[str] = []
+
+
+class ParameterSummary(Result):
+    """Posterior summary of one parameter (config units)."""
+
+    mean: Number
+    sd: Number
+    q05: Number
+    q95: Number
+    r_hat: Number | None = None
+    ess: Number | None = None
+
+
+class CalibrationSummary(Result):
+    """``posterior.json``: per-parameter summaries (extra keys named by parameter), ``derived``
+    quantities and the sampler's ``diagnostics``."""
+
+    model: str
+    diagnostics: dict[str, Any]
+    derived: dict[str, ParameterSummary] | None = None
+
+    def parameters(self) -> dict[str, ParameterSummary]:
+        return {
+            k: ParameterSummary.model_validate(v)
+            for k, v in (self.model_extra or {}).items()
+            if isinstance(v, dict) and "mean" in v
+        }
+
+
+RESULT_MODELS: dict[str, type[Result]] = {
+    "evaluate": EvaluateResult,
+    "run": RunResult,
+    "sweep_row": SweepRow,
+    "sweep": SweepMeta,
+    "calibration": CalibrationSummary,
+}
+
+
+def result_kind(data: dict[str, Any]) -> str:
+    """``run`` for an optimized policy, else ``evaluate``."""
+    return "run" if "out_of_sample" in data or "policy" in data else "evaluate"
+
+
+def parse_result(data: Any, kind: str | None = None, source: str = "result") -> Result:
+    """Validate loaded JSON as the result model of ``kind`` (guessed for run/evaluate results)."""
+    if not isinstance(data, dict):
+        raise ConfigError(source, f"expected a JSON object, got {type(data).__name__}")
+    model = RESULT_MODELS[kind or result_kind(data)]
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        where = ".".join(str(p) for p in err["loc"])
+        raise ConfigError(source, f"not a levopt {model.__name__}: {where}: {err['msg']}") from None
+
+
+def read_result(path: str | Path, kind: str | None = None) -> Result:
+    """Read and validate a result file (errors name the file and the field)."""
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ConfigError(str(path), f"cannot read it as JSON ({exc})") from None
+    return parse_result(data, kind, str(path))

@@ -1,0 +1,29 @@
+"""The base of every config schema: unknown keys and non-finite numbers are errors."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from levopt.errors import ConfigError
+
+
+class StrictModel(BaseModel):
+    """A frozen pydantic model that rejects unknown keys, NaN and ±inf."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+
+def format_validation_error(exc: ValidationError, prefix: str = "") -> ConfigError:
+    """Turn pydantic's report into one line naming the first offending field."""
+    err = exc.errors()[0]
+    loc = ".".join(str(p) for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-")))
+    field = ".".join(p for p in (prefix, loc) if p)
+    msg = err["msg"].removeprefix("Value error, ")
+    if err["type"] == "extra_forbidden":
+        parent = field.rsplit(".", 1)[0] if "." in field else "top level"
+        return ConfigError(field, f"unknown key (not allowed in {parent})")
+    if err["type"] == "missing":
+        return ConfigError(field, "required key is missing")
+    if "input" in err and "got" not in msg and not isinstance(err["input"], dict):
+        msg = f"{msg} (got {err['input']!r})"
+    return ConfigError(field, msg)
