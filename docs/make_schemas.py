@@ -35,7 +35,9 @@ def render() -> str:
     parts = [HEADER]
     for kind, model in RESULT_MODELS.items():
         schema = model.model_json_schema(mode="serialization")
-        parts.append(f"## {model.__name__}\n\n{FILES[kind]}.\n\n```json\n{json.dumps(schema, indent=2)}\n```\n")
+        parts.append(
+            f"## {model.__name__}\n\n{FILES[kind]}.\n\n```json\n{json.dumps(schema, indent=2)}\n```\n"
+        )
     return "\n".join(parts)
 
 

@@ -1,19 +1,24 @@
 """``levopt calibrate``: fit a path model to price history and write the posterior, its draws and a
 posterior predictive check.
-
-Module-level imports are kept light (typer only); jax, numpyro and pandas load when the command
-runs.
 """
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
+import jax
 import typer
+from rich.console import Console
+from rich.table import Table
 
+from levopt.calibrate.fit import calibrate
+from levopt.calibrate.posterior import calibrate_config, calibration_key
+from levopt.calibrate.ppc import posterior_predictive_check
 from levopt.config import config_dir, load_config
 from levopt.errors import ConfigError
+from levopt.io import atomic_write_bytes, write_json
 
 _DEFAULTS = {"model": "garch", "dist": "normal", "warmup": 500, "samples": 500, "chains": 2, "seed": 0}
 
@@ -117,9 +122,6 @@ def _from_data(
     chains: int | None,
     seed: int | None,
 ) -> Any:
-    import jax
-
-    from levopt.calibrate.fit import calibrate
 
     kind = model or _DEFAULTS["model"]
     if kind not in ("gbm", "merton", "garch"):
@@ -145,12 +147,6 @@ def _from_data(
 
 
 def _write_outputs(result: Any, key: Any, out: Path, ppc_paths: int) -> None:
-    import io
-
-    import jax
-
-    from levopt.calibrate.ppc import posterior_predictive_check
-    from levopt.io import atomic_write_bytes, write_json
 
     summary = dict(result.summary)
     summary["timings"] = {"sampler_s": result.seconds}
@@ -168,7 +164,6 @@ def _write_outputs(result: Any, key: Any, out: Path, ppc_paths: int) -> None:
 def _from_config(
     config: Path, warmup: int | None, samples: int | None, chains: int | None, seed: int | None
 ) -> Any:
-    from levopt.calibrate.posterior import calibrate_config, calibration_key
 
     overrides = [
         f"model.calibrate.{k}={v}"
@@ -183,8 +178,6 @@ def _from_config(
 
 
 def _print_summary(result: Any, out: Path) -> None:
-    from rich.console import Console
-    from rich.table import Table
 
     table = Table(title=f"{result.kind} posterior ({result.summary['n_obs']} returns)")
     for col in ("parameter", "mean", "sd", "5%", "95%", "r_hat", "ess"):

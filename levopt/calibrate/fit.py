@@ -14,8 +14,20 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pandas as pd
+from numpyro.diagnostics import effective_sample_size, split_gelman_rubin
+from numpyro.infer import init_to_median
+from numpyro.infer.hmc import hmc
+from numpyro.infer.util import initialize_model
 
 from levopt.calibrate.models import FIXABLE, estimated_params, model_function
+from levopt.data.load import (
+    detect_gaps,
+    format_frequency,
+    infer_frequency,
+    load_prices,
+    log_returns,
+    years_of,
+)
 from levopt.errors import ConfigError, DataError
 from levopt.paths import GBM, Garch, Merton, PathModel
 
@@ -49,7 +61,6 @@ def summarize_draws(x: np.ndarray) -> dict[str, float | None]:
     (Gelman et al., Bayesian Data Analysis, 3rd ed., §11.4–11.5); ``None`` for a constant
     (fixed) parameter.
     """
-    from numpyro.diagnostics import effective_sample_size, split_gelman_rubin
 
     x = np.asarray(x, dtype=np.float64)
     flat = x.reshape(-1)
@@ -118,9 +129,6 @@ def _nuts_chains(
     warmup adaptation and sampling are traced once per model structure and data length, so
     repeated calibrations (other data, seeds or fixed values) reuse the compiled program.
     """
-    from numpyro.infer import init_to_median
-    from numpyro.infer.hmc import hmc
-    from numpyro.infer.util import initialize_model
 
     model = model_function(kind, dist, gjr)
     args = (returns, dt, scale, dict(zip(fixed_names, fixed_values, strict=True)))
@@ -331,14 +339,6 @@ def _returns_from(
     end: str | None,
     timestamp_col: str | None = None,
 ) -> Returns:
-    from levopt.data.load import (
-        detect_gaps,
-        format_frequency,
-        infer_frequency,
-        load_prices,
-        log_returns,
-        years_of,
-    )
 
     dt_sim = 1.0 / (365.0 * steps_per_day)
     if isinstance(data, np.ndarray | list | tuple):

@@ -18,6 +18,7 @@ import numpy as np
 from scipy import stats
 
 from levopt.calibrate.fit import CalibrationResult
+from levopt.engine import simulate_returns
 
 ACF_LAGS = (1, 2, 3, 4, 5)
 
@@ -51,7 +52,6 @@ def posterior_predictive_check(
     Returns:
         ``{"n_paths", "n_obs", "statistics": {name: {realized, mean, q05, q95, p_value}}}``.
     """
-    from levopt.engine import simulate_returns
 
     n_obs = int(result.returns.values.shape[0])
     idx = np.unique(np.linspace(0, result.n_draws - 1, min(n_paths, result.n_draws)).round().astype(int))

@@ -1,6 +1,6 @@
 """``levopt data``: fetch price history through ccxt into a Parquet cache, and check data files.
 
-Module-level imports are kept light (typer only); pandas and ccxt load when a command runs.
+ccxt (the ``fetch`` extra) is imported when ``fetch`` runs.
 """
 
 from __future__ import annotations
@@ -8,7 +8,24 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Optional
 
+import numpy as np
 import typer
+
+from levopt.data.fetch import (
+    make_exchange,
+    perpetual_symbol,
+    timeframe_ms,
+    update_funding_cache,
+    update_ohlcv_cache,
+)
+from levopt.data.load import (
+    detect_gaps,
+    format_frequency,
+    infer_frequency,
+    load_prices,
+    log_returns,
+    years_of,
+)
 
 data_app = typer.Typer(
     help="Price data: fetch OHLCV bars and funding rates through ccxt (cached in Parquet), check files.",
@@ -55,13 +72,6 @@ def fetch(
     limit: Annotated[int, typer.Option("--limit", min=1, help="Bars per request.")] = 1000,
 ) -> None:
     """Download OHLCV bars (and funding rates) into a Parquet file; re-running resumes after its last bar."""
-    from levopt.data.fetch import (
-        make_exchange,
-        perpetual_symbol,
-        timeframe_ms,
-        update_funding_cache,
-        update_ohlcv_cache,
-    )
 
     timeframe_ms(timeframe)  # validate before any request
     ex = make_exchange(exchange)
@@ -84,16 +94,6 @@ def info(
     price_col: Annotated[Optional[str], typer.Option("--price-col")] = None,  # noqa: UP045
 ) -> None:
     """Load and validate a price file; print its range, bar length, gaps and return statistics."""
-    import numpy as np
-
-    from levopt.data.load import (
-        detect_gaps,
-        format_frequency,
-        infer_frequency,
-        load_prices,
-        log_returns,
-        years_of,
-    )
 
     df = load_prices(path, timestamp_col=timestamp_col, price_col=price_col)
     step = infer_frequency(df.index)

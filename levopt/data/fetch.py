@@ -8,6 +8,7 @@ with a fake exchange and never touch the network.
 from __future__ import annotations
 
 import io
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -68,7 +69,6 @@ def _call(exchange: Any, method: str, *args: Any, **kwargs: Any) -> Any:
 
 
 def _ccxt_base_error() -> type[BaseException] | None:
-    import sys
 
     module = sys.modules.get("ccxt")
     return getattr(module, "BaseError", None) if module is not None else None

@@ -2,7 +2,7 @@
 
 ``make_report(DIR)`` reads whatever ``levopt run | evaluate | sweep | calibrate`` left in ``DIR``,
 draws the PNG pictures next to it and writes ``DIR/report.html`` (images embedded, no network).
-Nothing is re-simulated. matplotlib and pandas load only when a report is made.
+Nothing is re-simulated.
 """
 
 from __future__ import annotations

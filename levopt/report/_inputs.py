@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
+
 from levopt.errors import ConfigError
 from levopt.fmt import fmt_lev, fmt_number, num, sig
 from levopt.objectives import METRICS, Metric, MetricRef, get_metric
@@ -99,7 +101,6 @@ def _read_json(path: Path) -> Any:
 
 
 def _read_parquet(path: Path) -> Any:
-    import pandas as pd
 
     try:
         return pd.read_parquet(path)

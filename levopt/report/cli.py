@@ -1,7 +1,4 @@
-"""``levopt report DIR``: pictures and report.html from a run directory's saved results.
-
-Module-level imports are kept light (typer only); matplotlib and pandas load when the command runs.
-"""
+"""``levopt report DIR``: pictures and report.html from a run directory's saved results."""
 
 from __future__ import annotations
 
@@ -9,6 +6,8 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+
+from levopt.report.html import write_report
 
 
 def report_command(
@@ -18,7 +17,6 @@ def report_command(
     ],
 ) -> None:
     """Draw the plots and write a self-contained report.html into RUN_DIR, from saved results only."""
-    from levopt.report.html import write_report
 
     path, pictures = write_report(run_dir)
     names = ", ".join(p.name for p in pictures)

@@ -13,6 +13,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from levopt.fmt import fmt_duration, fmt_lev, fmt_number, num
 from levopt.io import atomic_write_bytes
 from levopt.report._inputs import (
@@ -24,6 +26,7 @@ from levopt.report._inputs import (
     load_inputs,
     metric_description,
 )
+from levopt.report.plots import draw_all, is_optimized, sweep_leverage
 
 SWEEP_ROWS = 20
 """Rows of the sweep table (the best points by the objective)."""
@@ -386,7 +389,6 @@ def _fmt_policy(label: str, value: float) -> str:
 
 
 def _best_sweep_point(inputs: RunInputs) -> Markup:
-    from levopt.report.plots import is_optimized, sweep_leverage
 
     frame, how, col = _sweep_order(inputs)
     best = frame.iloc[0]
@@ -405,7 +407,6 @@ def _best_sweep_point(inputs: RunInputs) -> Markup:
 def _sweep_section(inputs: RunInputs) -> Markup:
     if inputs.sweep is None:
         return Markup("")
-    from levopt.report.plots import is_optimized, sweep_leverage
 
     frame, how, col = _sweep_order(inputs)
     keys = inputs.swept_keys
@@ -598,7 +599,6 @@ def _config_section(inputs: RunInputs) -> Markup:
     cfg = inputs.config
     if not cfg:
         return Markup("")
-    import yaml
 
     text = yaml.safe_dump(cfg, sort_keys=False, allow_unicode=True, default_flow_style=None, width=100)
     return _section(
@@ -744,7 +744,6 @@ def make_report(run_dir: str | Path) -> Path:
 
 def write_report(run_dir: str | Path) -> tuple[Path, list[Path]]:
     """:func:`make_report`, also returning the pictures drawn (the ones the page embeds)."""
-    from levopt.report.plots import draw_all
 
     inputs = load_inputs(run_dir)
     images, problems = draw_all(inputs)

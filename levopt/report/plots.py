@@ -12,12 +12,16 @@ from __future__ import annotations
 import io
 import math
 import re
+import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import matplotlib
 import numpy as np
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 from levopt.fmt import fmt_lev, fmt_number, num
 from levopt.io import atomic_write_bytes
@@ -26,7 +30,9 @@ from levopt.report._inputs import (
     RunInputs,
     base_metric,
     goal,
+    load_inputs,
     metric_style,
+    policy_values,
 )
 
 DPI = 120
@@ -53,14 +59,12 @@ _STYLE = {
 
 @contextmanager
 def _style() -> Iterator[None]:
-    import matplotlib
 
     with matplotlib.rc_context(_STYLE):
         yield
 
 
 def _figure(width: float, height: float) -> Any:
-    from matplotlib.figure import Figure
 
     return Figure(figsize=(width, height), dpi=DPI, layout="constrained")
 
@@ -224,7 +228,6 @@ def _schedule_from_policy(
     """Days and gross leverage of a constant or schedule policy, from its parameters alone."""
     if not results:
         return None
-    from levopt.report._inputs import policy_values
 
     config = results.get("config") or {}
     kind = (config.get("policy") or {}).get("kind")
@@ -335,7 +338,6 @@ def plot_convergence(results: dict[str, Any] | None, path: Path) -> Path | None:
     with _style():
         fig = _figure(8, 5)
         top, bottom = fig.subplots(2, 1, sharex=True, height_ratios=[3, 2])
-        from matplotlib.ticker import MaxNLocator
 
         pct = metric_style(name) in ("pct", "pct_yr")
         shown = 100 * objective if pct else objective
@@ -519,8 +521,6 @@ def plot_frontier(inputs: RunInputs, path: Path) -> Path | None:
                 )
                 fig.colorbar(sc, ax=ax, label=key)
             else:
-                import matplotlib
-
                 cmap = matplotlib.colormaps["tab10"]
                 labels = table[key].astype(str).to_numpy()[ok]
                 for i, v in enumerate(dict.fromkeys(labels)):
@@ -573,8 +573,6 @@ def plot_heatmap(inputs: RunInputs, path: Path) -> Path | None:
     if vmin == vmax:
         vmin, vmax = vmin - 0.5, vmax + 0.5
     with _style():
-        import matplotlib
-
         cell = 0.6 if len(xs) <= 10 else 0.4
         width = min(14.0, max(4.0, 1.5 + cell * len(xs)) * len(facets) + 1.5)
         height = max(3.5, 1.8 + cell * len(ys))
@@ -855,7 +853,6 @@ def draw_all(inputs: RunInputs) -> tuple[list[tuple[Path, str]], list[str]]:
     Returns ``([(png path, caption), ...], problems)``: a picture whose saved data is malformed is
     left out with a warning and a line in ``problems`` rather than failing the whole report.
     """
-    import warnings
 
     drawn, problems = [], []
     for name, caption, draw in PLOTS:
@@ -877,7 +874,6 @@ def make_plots(run_dir: str | Path) -> list[Path]:
     Raises:
         ConfigError: the directory holds no results (see :func:`levopt.report.make_report`).
     """
-    from levopt.report._inputs import load_inputs
 
     drawn, _ = draw_all(load_inputs(run_dir))
     return [path for path, _ in drawn]

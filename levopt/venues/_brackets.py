@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import yaml
 
 from levopt.errors import ConfigError
 
@@ -251,8 +252,6 @@ def parse_brackets(text: str, *, fmt: str, where: str, symbol: str | None = None
             )
         rows = [{(k or "").strip(): v for k, v in r.items()} for r in reader]
     elif fmt == "yaml":
-        import yaml
-
         try:
             doc = yaml.safe_load(text)
         except yaml.YAMLError as exc:

@@ -1,7 +1,4 @@
-"""``levopt liq-price``: the liquidation price of one position, printed on stdout.
-
-Module-level imports are kept light (typer only); YAML loads when a positions file needs it.
-"""
+"""``levopt liq-price``: the liquidation price of one position, printed on stdout."""
 
 from __future__ import annotations
 
@@ -10,6 +7,7 @@ from pathlib import Path
 from typing import Annotated, Any, Optional
 
 import typer
+import yaml
 
 from levopt.errors import ConfigError
 from levopt.venues import VENUES, liquidation_price
@@ -27,8 +25,6 @@ def _load_positions(path: Path) -> list[dict[str, Any]]:
         except json.JSONDecodeError as exc:
             raise ConfigError("--positions", f"{path}: not valid JSON ({exc})") from None
     else:
-        import yaml
-
         try:
             doc = yaml.safe_load(text)
         except yaml.YAMLError as exc:
