@@ -43,13 +43,13 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from levopt.config import Config, config_dir, load_config, set_dotted
 from levopt.engine import MarketConfig, simulate_outcome
 from levopt.errors import ConfigError, LevoptError
-from levopt.io import atomic_write_bytes, read_json, write_json
+from levopt.io import atomic_write_bytes, write_json
 from levopt.objectives import freeze_specs, metric_arrays, thaw_specs
 from levopt.paths import MODELS
 from levopt.policies import POLICIES
 from levopt.precision import scoped_x64
 from levopt.problem import STREAM_PATHS, Problem, versions
-from levopt.results import EvaluateResult, SweepMeta, SweepRow
+from levopt.results import EvaluateResult, SweepMeta, SweepRow, read_result
 from levopt.runner import build, evaluate, run
 
 EXECUTORS = ("local", "ray")
@@ -389,7 +389,7 @@ class SweepRunner:
         """Rewrite results.parquet (atomically) from every finished point."""
         for p in self.points:
             if p.point_id not in self._rows and self.point_file(p).is_file():
-                self._rows[p.point_id] = result_row(p, read_json(self.point_file(p)))
+                self._rows[p.point_id] = result_row(p, read_result(self.point_file(p)).to_dict())
         frame = pd.DataFrame([self._rows[p.point_id] for p in self.points if p.point_id in self._rows])
         if not frame.empty:
             frame = frame.sort_values("point").reset_index(drop=True)

@@ -121,12 +121,14 @@ class Policy(eqx.Module):
             which the convex layer can optimize).
         leverage_fields: parameters that scale its leverage (the report's leverage profile
             multiplies them).
+        segmented: its weights have a leading axis of time segments (a schedule).
     """
 
     Config: ClassVar[type[PolicyConfig]]
     example: ClassVar[dict[str, Any]]
     static: ClassVar[bool] = False
     leverage_fields: ClassVar[tuple[str, ...]] = ()
+    segmented: ClassVar[bool] = False
     rebalance_every: int = eqx.field(static=True)
 
     @classmethod
@@ -192,6 +194,22 @@ class HoldsWeights(Policy):
 
     weights: AbstractVar[Array]
     leverage_fields: ClassVar[tuple[str, ...]] = ("weights",)
+
+    @classmethod
+    def target_gross(
+        cls, values: dict[str, Any], horizon_days: float
+    ) -> "tuple[np.ndarray, np.ndarray] | None":
+        """Days and target gross leverage Σ|w| over the horizon (step edges), from saved values."""
+        raw = values.get("leverage", values.get("weights"))
+        try:
+            lev = np.abs(np.asarray(raw, float))
+        except (TypeError, ValueError):
+            return None
+        if not np.all(np.isfinite(lev)) or lev.size == 0:
+            return None
+        rows = lev.reshape(lev.shape[0], -1) if cls.segmented and lev.ndim else lev.reshape(1, -1)
+        gross = rows.sum(axis=1)
+        return np.linspace(0.0, horizon_days, len(gross) + 1), np.append(gross, gross[-1])
 
     def position_weights(self) -> Array:
         return self.weights

@@ -38,6 +38,7 @@ class Schedule(HoldsWeights):
     """
 
     Config = ScheduleConfig
+    segmented = True
     example = {"kind": "schedule", "leverage": [1.0, 2.0], "segments": 2}
     weights: Array  # (segments, n_assets)
     steps: int = eqx.field(static=True, default=1)

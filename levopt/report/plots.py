@@ -25,6 +25,7 @@ from matplotlib.ticker import MaxNLocator
 
 from levopt.fmt import fmt_lev, fmt_number, num
 from levopt.io import atomic_write_bytes
+from levopt.policies import POLICIES, Policy
 from levopt.report._inputs import (
     PARAM_UNITS,
     RunInputs,
@@ -230,25 +231,20 @@ def _schedule_from_policy(
         return None
 
     config = results.get("config") or {}
-    kind = (config.get("policy") or {}).get("kind")
+    spec = config.get("policy") or {}
+    policy_cls = _policy_class(spec.get("kind"))
     horizon = num(config.get("horizon_days"))
-    if kind not in ("constant", "schedule") or not math.isfinite(horizon):
+    if policy_cls is None or not math.isfinite(horizon):
         return None
-    if for_plot and (kind != "schedule" or (config.get("policy") or {}).get("rebalance") == "never"):
+    if for_plot and (policy_cls.static or spec.get("rebalance") == "never"):
         return None  # a flat line says nothing, and a held position's leverage drifts
     values, _ = policy_values(results, config)
-    lev = _array(values.get("leverage", values.get("weights")))
-    if lev is None:
-        scalar = num(values.get("leverage", values.get("weights")))
-        if not math.isfinite(scalar):
-            return None
-        lev = np.asarray([scalar])
-    if kind == "constant":
-        gross = np.asarray([np.nansum(np.abs(lev))])
-    else:
-        gross = np.abs(lev).reshape(lev.shape[0], -1).sum(axis=1) if lev.ndim else np.abs(lev).reshape(1)
-    days = np.linspace(0, horizon, len(gross) + 1)
-    return days, np.append(gross, gross[-1])
+    return policy_cls.target_gross(values, horizon)
+
+
+def _policy_class(kind: Any) -> type[Policy] | None:
+    """The registered policy class of a saved config's kind (None for kinds this process lacks)."""
+    return POLICIES.get(kind) if isinstance(kind, str) and kind in POLICIES else None
 
 
 def plot_growth_vs_leverage(results: dict[str, Any] | None, path: Path) -> Path | None:
@@ -262,9 +258,12 @@ def plot_growth_vs_leverage(results: dict[str, Any] | None, path: Path) -> Path 
     if scale is None or growth is None or scale.shape != growth.shape or scale.ndim != 1:
         return None
     kind = ((results or {}).get("config") or {}).get("policy", {}).get("kind", "constant")
+    policy_cls = _policy_class(kind)
     gross = _array(profile.get("gross_leverage"))
-    # A constant policy's gross leverage is its leverage; other policies' vary in time: use the scale.
-    on_leverage = kind == "constant" and gross is not None and gross.shape == scale.shape
+    # A static policy's gross leverage is its leverage; other policies' vary in time: use the scale.
+    on_leverage = (
+        policy_cls is not None and policy_cls.static and gross is not None and gross.shape == scale.shape
+    )
     if on_leverage:
         x, xlabel = gross, "gross leverage (notional / equity)"
     else:
@@ -413,7 +412,7 @@ def sweep_leverage(inputs: RunInputs) -> tuple[np.ndarray, str] | None:
     if table is None:
         return None
     groups = _policy_groups(list(table.columns))
-    kind = (inputs.config.get("policy") or {}).get("kind")
+    policy_cls = _policy_class((inputs.config.get("policy") or {}).get("kind"))
 
     def col(name: str) -> np.ndarray:
         return np.asarray([num(v) for v in table[name]], float)
@@ -436,7 +435,7 @@ def sweep_leverage(inputs: RunInputs) -> tuple[np.ndarray, str] | None:
                 axis=1,
             )
             return gross.mean(axis=1), f"gross leverage (mean over {len(segments)} segments)"
-        if kind == "schedule":
+        if policy_cls is not None and policy_cls.segmented:
             what = "leverage" if name == "leverage" else "gross leverage"
             return np.abs(values).mean(axis=1), f"{what} (mean over {values.shape[1]} segments)"
         return np.abs(values).sum(axis=1), "gross leverage Σ|w|"
