@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 from typing import Annotated, Optional
 
+import numpy as np
 import typer
 from rich.console import Console
 from rich.markup import escape
@@ -56,6 +57,26 @@ def metrics_table(title: str, metrics: dict[str, float], stderr: dict[str, float
     for name, value in metrics.items():
         se = stderr.get(name)
         table.add_row(name, f"{value:.6g}", "" if se is None or se != se else f"{se:.2g}")
+    return table
+
+
+def policy_table(result: dict) -> Table:
+    """The optimized parameters with their standard errors over the replicate searches."""
+    table = Table(title=f"policy ({result['optimizer'].get('replicates', 1)} independent searches)")
+    table.add_column("parameter")
+    table.add_column("value", justify="right")
+    table.add_column("± s.e.", justify="right")
+    loose = set(result.get("not_identified") or [])
+    for name, value in result["policy"].items():
+        values = np.atleast_1d(np.asarray(value, float)).reshape(-1)
+        errors = np.atleast_1d(np.asarray(result.get("policy_stderr", {}).get(name, np.nan), float)).reshape(
+            -1
+        )
+        for i, v in enumerate(values):
+            label = name if values.size == 1 else f"{name}[{i}]"
+            se = errors[i] if errors.size == values.size else np.nan
+            flag = " [yellow](not identified)[/]" if label in loose else ""
+            table.add_row(label + flag, f"{v:.4g}", "" if not np.isfinite(se) else f"{se:.2g}")
     return table
 
 
@@ -127,7 +148,7 @@ def _run_single(cfg: Config, base_dir: Path, name: str, out: Path) -> None:
     with console.status(f"optimizing {name} ({(cfg.optimizer or {}).get('method', 'optax')})"):
         result = run_optimize(cfg, base_dir=base_dir)
     write_json(out / "results.json", result)
-    console.print(f"policy: {result['policy']}")
+    console.print(policy_table(result))
     oos = result["out_of_sample"]
     console.print(metrics_table(f"out of sample: {cfg.paths} fresh paths", oos["metrics"], oos["stderr"]))
     for c in result["constraints"]:

@@ -111,10 +111,18 @@ class Trajectories(Result):
 
 
 class RunResult(Result):
-    """``levopt run``: the optimized policy, tested out of sample."""
+    """``levopt run``: the optimized policy, tested out of sample.
+
+    ``policy_stderr`` has the keys and shapes of ``policy``: the standard deviation of each optimized
+    parameter over ``optimizer.replicates`` searches on independent sets of paths (null with one).
+    ``not_identified`` lists the parameters whose s.e. exceeds a tenth of their allowed range: the
+    objective is too flat in them for the paths used.
+    """
 
     _optional = ("trajectories", "leverage_profile", "calibration", "sweep_point")
     policy: dict[str, Any]
+    policy_stderr: dict[str, Any] = {}
+    not_identified: list[str] = []
     in_sample: InSample
     out_of_sample: Estimates
     constraints: list[ConstraintResult]

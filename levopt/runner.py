@@ -134,6 +134,28 @@ def _constraint_results(
     return results
 
 
+IDENTIFIED_SPREAD = 0.1
+"""A parameter whose s.e. over the replicate searches exceeds this fraction of its allowed range
+(or of its value, when the range is open) is reported as not identified."""
+
+
+def _spread_report(problem: Problem, found: Found) -> tuple[dict[str, Any], list[str]]:
+    """``policy_stderr`` (the spread of the replicate optima, under the policy's reported names and
+    shapes) and the parameters the objective does not pin down (``name`` or ``name[i]``)."""
+    policy_cfg = problem.cfg.policy_config_typed()
+    spread = found.spread()
+    loose: list[str] = []
+    for name, se in spread.items():
+        value = np.asarray(found.params[name], float)
+        bounds = problem.free[name]
+        width = np.where(np.isfinite(bounds.upper - bounds.lower), bounds.upper - bounds.lower, np.abs(value))
+        ((shown, reported),) = problem.policy.report_params({name: value}, policy_cfg).items()
+        bad = np.reshape(se > IDENTIFIED_SPREAD * width, np.shape(reported))
+        for index in np.argwhere(np.atleast_1d(bad)):
+            loose.append(shown + (f"[{','.join(map(str, index))}]" if bad.ndim else ""))
+    return problem.policy.report_params(spread, policy_cfg), loose
+
+
 @scoped_x64
 def run(config: ConfigSource, *, profiles: bool = True, base_dir: str | Path | None = None) -> dict[str, Any]:
     """Optimize the config's policy (``objective`` + ``optimizer``) and evaluate it out of sample.
@@ -154,8 +176,11 @@ def run(config: ConfigSource, *, profiles: bool = True, base_dir: str | Path | N
     key = problem.key(STREAM_OUT_OF_SAMPLE)
     oos_outcome = jax.block_until_ready(problem.simulate(key, policy=found.policy))
     out_of_sample = problem.metrics(oos_outcome, objective.reported())
+    policy_stderr, not_identified = _spread_report(problem, found)
     return RunResult(
         policy=problem.policy.report_params(found.params, cfg.policy_config_typed()),
+        policy_stderr=policy_stderr,
+        not_identified=not_identified,
         in_sample=found.in_sample,
         out_of_sample=out_of_sample,
         constraints=_constraint_results(problem, found, objective, out_of_sample),

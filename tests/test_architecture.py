@@ -69,7 +69,7 @@ def test_sweep_threads_and_run_scope_x64_themselves(tmp_path):
         horizon_days=10,
         policy={"kind": "constant", "leverage": {"init": 1.0, "min": 0.0, "max": 4.0}, "rebalance": 1},
         objective={"maximize": "log_growth"},
-        optimizer={"method": "optax", "steps": 20},
+        optimizer={"method": "optax", "replicates": 1, "steps": 20},
         sweep={"model.sigma": [0.5, 0.7]},
     )
     frame = levopt.run_sweep(cfg, tmp_path)
@@ -127,7 +127,14 @@ def test_new_metric_with_convex_form_gives_one_optimum_in_both_layers(shortfall_
         policy={"kind": "constant", "leverage": {"init": 1.0, "min": 0.0, "max": 5.0}, "rebalance": "never"},
         market={"borrow_rate": 0.08, "cash_rate": 0.02, "fee": 0.0005, "maintenance_margin": 0.0},
         objective={"maximize": "log_growth", "constraints": [constraint]},
-        optimizer={"method": "optax", "steps": 400, "paths": paths, "tol": 1e-6, "feasibility_tol": 1e-6},
+        optimizer={
+            "method": "optax",
+            "replicates": 1,
+            "steps": 400,
+            "paths": paths,
+            "tol": 1e-6,
+            "feasibility_tol": 1e-6,
+        },
     )
     problem = levopt.build(cfg)
     found = optimize_policy(problem, parse_objective(cfg["objective"]))
@@ -218,7 +225,7 @@ def test_new_path_model_in_under_40_lines_runs_through_evaluate_and_run():
         "paths": 2048,
         "policy": {"kind": "constant", "leverage": {"init": 1.0, "min": 0.0, "max": 3.0}, "rebalance": 1},
         "objective": {"maximize": "log_growth"},
-        "optimizer": {"method": "optax", "steps": 60},
+        "optimizer": {"method": "optax", "replicates": 1, "steps": 60},
     }
     ran = levopt.run(cfg, profiles=False)
     # Kelly under an i.i.d. model with variance σ²: f* = μ/σ² within the search's noise.
@@ -429,7 +436,7 @@ def test_results_written_by_run_read_back_typed(tmp_path):
             horizon_days=10,
             policy={"kind": "constant", "leverage": {"init": 1.0, "min": 0.0, "max": 3.0}, "rebalance": 1},
             objective={"maximize": "log_growth", "constraints": [{"metric": "cvar", "max": 0.5}]},
-            optimizer={"method": "optax", "steps": 20},
+            optimizer={"method": "optax", "replicates": 1, "steps": 20},
         ),
         profiles=False,
     )

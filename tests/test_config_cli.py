@@ -91,10 +91,14 @@ def test_evaluate_writes_the_contract_json(monkeypatch, capsys, config_file, tmp
     assert not list(out.parent.glob(".*.tmp"))
 
 
-def test_python_api_matches_cli(config_file):
+def test_python_api_matches_cli(monkeypatch, capsys, config_file):
+    """The CLI's JSON on stdout and the Python API (from the file and from a dict) agree exactly."""
+    code, out, _ = run_cli(monkeypatch, capsys, "evaluate", str(config_file))
+    assert code in (0, None)
+    cli = json.loads(out)
     a = levopt.evaluate(config_file)
     b = levopt.evaluate(yaml.safe_load(config_file.read_text()))
-    assert a["metrics"] == b["metrics"]
+    assert cli["metrics"] == a["metrics"] == b["metrics"] and cli["stderr"] == a["stderr"]
 
 
 def test_metric_options_and_custom_metric():

@@ -32,7 +32,7 @@ def test_kelly_leverage_matches_closed_form():
         market={"borrow_rate": r, "cash_rate": r, "maintenance_margin": 0.0},
         policy={"kind": "constant", "leverage": {"init": 1.5, "min": 0.0, "max": 4.0}, "rebalance": 1},
         objective={"maximize": "log_growth"},
-        optimizer={"method": "optax", "steps": 400, "paths": paths},
+        optimizer={"method": "optax", "replicates": 1, "steps": 400, "paths": paths},
     )
     _, found = optimize(cfg)
     lev = float(found.params["weights"][0])
@@ -57,7 +57,7 @@ def test_liquidation_cap_lands_on_first_passage_boundary():
             "maximize": "mean_return",
             "constraints": [{"metric": "liquidation_probability", "max": cap}],
         },
-        optimizer={"method": "optax", "steps": 600, "paths": paths},
+        optimizer={"method": "optax", "replicates": 1, "steps": 600, "paths": paths},
     )
     _, found = optimize(cfg)
     lev = float(found.params["weights"][0])
@@ -98,7 +98,14 @@ def test_gradient_and_convex_layers_agree_on_identical_scenarios(n_assets):
         policy=policy,
         objective=objective,
         market={"borrow_rate": 0.08, "cash_rate": 0.02, "fee": 0.0005, "maintenance_margin": 0.0},
-        optimizer={"method": "optax", "steps": 400, "paths": paths, "tol": 1e-6, "feasibility_tol": 1e-6},
+        optimizer={
+            "method": "optax",
+            "replicates": 1,
+            "steps": 400,
+            "paths": paths,
+            "tol": 1e-6,
+            "feasibility_tol": 1e-6,
+        },
     )
     problem, found = optimize(cfg)
     scen = scenarios_from_simulation(problem, problem.key(STREAM_PATHS), paths)
@@ -125,9 +132,35 @@ def test_infeasible_cap_reports_best_achievable_value():
             "maximize": "log_growth",
             "constraints": [{"metric": "liquidation_probability", "max": 1e-6}],
         },
-        optimizer={"method": "optax", "steps": 150, "paths": 2048},
+        optimizer={"method": "optax", "replicates": 1, "steps": 150, "paths": 2048},
     )
     with pytest.raises(InfeasibleError, match=r"best achievable value is 0\.[1-3]"):
+        optimize(cfg)
+
+
+def test_nan_appearing_mid_search_is_named_with_its_step_and_parameter():
+    """The objective is the mean return (increasing in leverage) times a factor that is exactly 1
+    while E[W] < 1.05 and NaN beyond: Adam's fixed steps raise the leverage from 0.5 across
+    E[W] = 1.05 (leverage ~1.2 at 4.2% drift over the horizon) after a few dozen steps."""
+
+    @levopt.objective("test_nan_past_threshold")
+    def nan_past(outcome, ctx):
+        import jax.numpy as jnp
+
+        m = jnp.mean(outcome.wealth)
+        return (m - 1.0) + 0.0 * jnp.sqrt(1.05 - m)
+
+    cfg = make_config(
+        paths=512,
+        model={"kind": "gbm", "mu": 0.5, "sigma": 0.3},
+        market={"maintenance_margin": 0.0},
+        policy={"kind": "constant", "leverage": {"init": 0.5, "min": 0.0, "max": 5.0}, "rebalance": "never"},
+        objective={"maximize": "test_nan_past_threshold"},
+        optimizer={"method": "optax", "solver": "adam", "learning_rate": 0.05, "replicates": 1, "steps": 200},
+    )
+    with pytest.raises(
+        SolverError, match=r"non-finite gradient at step ([2-9]|[1-9]\d+) in parameter weights"
+    ):
         optimize(cfg)
 
 
@@ -142,7 +175,7 @@ def test_non_finite_gradient_is_reported_with_step_and_parameter():
         paths=512,
         policy={"kind": "constant", "leverage": {"init": 2.0, "min": 0.0, "max": 5.0}, "rebalance": "never"},
         objective={"maximize": "test_nan_after_three"},
-        optimizer={"method": "optax", "steps": 10, "paths": 512},
+        optimizer={"method": "optax", "replicates": 1, "steps": 10, "paths": 512},
     )
     with pytest.raises(SolverError, match=r"step 1"):
         optimize(cfg)
@@ -170,7 +203,7 @@ def test_schedule_rises_as_garch_volatility_mean_reverts():
                 "leverage": {"init": 1.0, "min": 0.0, "max": 6.0},
                 "rebalance": 1,
             },
-            optimizer={"method": "optax", "steps": 300, "paths": 3000},
+            optimizer={"method": "optax", "replicates": 1, "steps": 300, "paths": 3000},
         ),
         profiles=False,
     )
@@ -178,7 +211,7 @@ def test_schedule_rises_as_garch_volatility_mean_reverts():
         make_config(
             **base,
             policy={"kind": "constant", "leverage": {"init": 1.0, "min": 0.0, "max": 6.0}, "rebalance": 1},
-            optimizer={"method": "optax", "steps": 300, "paths": 3000},
+            optimizer={"method": "optax", "replicates": 1, "steps": 300, "paths": 3000},
         ),
         profiles=False,
     )
@@ -208,7 +241,7 @@ def test_run_result_contract(tmp_path):
                 {"metric": "cvar", "level": 0.95, "max": 0.5},
             ],
         },
-        optimizer={"method": "optax", "steps": 200, "paths": 2048},
+        optimizer={"method": "optax", "replicates": 1, "steps": 200, "paths": 2048},
     )
     res = run(cfg)
     assert set(res) >= {
@@ -228,3 +261,29 @@ def test_run_result_contract(tmp_path):
         assert set(c) >= {"metric", "limit", "value", "satisfied"}
     assert isinstance(res["policy"]["leverage"], float)
     assert run(cfg)["policy"] == res["policy"]
+
+
+def test_policy_stderr_has_the_policy_shape_and_flags_a_flat_objective():
+    """Reference: with zero drift and no costs or liquidation, E[W_T] = 1 at every leverage, so the
+    expected return is flat and the searched optimum is noise of the paths; the Kelly leverage under
+    drift is pinned down (its spread over replicates, ~1/(σ sqrt(N T)), is far below the range)."""
+    base = make_config(
+        paths=512,
+        horizon_days=60,
+        market={"maintenance_margin": 0.0},
+        policy={"kind": "schedule", "leverage": {"init": 1.0, "min": 0.0, "max": 2.0}, "segments": 2},
+        optimizer={"method": "optax", "replicates": 3, "steps": 40},
+    )
+    flat = run(
+        base | {"model": {"kind": "gbm", "mu": 0.0, "sigma": 0.3}, "objective": {"maximize": "mean_return"}},
+        profiles=False,
+    )
+    assert np.shape(flat["policy_stderr"]["leverage"]) == np.shape(flat["policy"]["leverage"]) == (2,)
+    assert flat["optimizer"]["replicates"] == 3
+    assert flat["not_identified"], flat["policy_stderr"]
+    kelly = run(
+        base | {"model": {"kind": "gbm", "mu": 0.4, "sigma": 0.6}, "objective": {"maximize": "log_growth"}},
+        profiles=False,
+    )
+    assert kelly["not_identified"] == []
+    assert all(0 < se < 0.2 for se in kelly["policy_stderr"]["leverage"])

@@ -119,7 +119,7 @@ def test_optimizing_vol_target_finds_the_kelly_volatility():
             "estimator": "model",
         },
         objective={"maximize": "log_growth"},
-        optimizer={"method": "optax", "steps": 200, "paths": paths},
+        optimizer={"method": "optax", "replicates": 1, "steps": 200, "paths": paths},
     )
     res = levopt.run(cfg, profiles=False)
     f_star = sopt.minimize_scalar(

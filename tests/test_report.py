@@ -107,7 +107,7 @@ def _run_results() -> dict:
                 "maximize": "log_growth",
                 "constraints": [{"metric": "liquidation_probability", "max": 0.01}],
             },
-            "optimizer": {"method": "optax", "steps": 100},
+            "optimizer": {"method": "optax", "replicates": 1, "steps": 100},
             "comment": "<script>alert('x')</script> & more",
         },
         "seed": 7,

@@ -72,7 +72,7 @@ def test_interrupted_sweep_resumes_without_recomputing(baseline, sweep_file, tmp
     frame = second.run()
     assert second.computed == 17 and len(frame) == 27
     assert all(f.stat().st_mtime_ns == t for f, t in stamps.items())
-    pd.testing.assert_frame_equal(frame[NUMBERS], baseline[NUMBERS])
+    pd.testing.assert_frame_equal(frame[NUMBERS], baseline[NUMBERS], check_exact=True)
 
 
 def test_two_forced_cpu_devices_give_identical_numbers(baseline, sweep_file, tmp_path):
@@ -86,7 +86,7 @@ def test_two_forced_cpu_devices_give_identical_numbers(baseline, sweep_file, tmp
     )
     assert proc.returncode == 0, proc.stderr
     frame = pd.read_parquet(tmp_path / "results.parquet")
-    pd.testing.assert_frame_equal(frame[NUMBERS], baseline[NUMBERS])
+    pd.testing.assert_frame_equal(frame[NUMBERS], baseline[NUMBERS], check_exact=True)
     point = next((tmp_path / "points").glob("*/results.json"))
     assert read_json(point)["timings"]["devices"] == 2
 
@@ -97,7 +97,7 @@ def test_local_ray_instance_gives_identical_numbers(baseline, sweep_file, tmp_pa
         # Ray forks its raylet from a process where JAX threads already run; harmless here.
         warnings.filterwarnings("ignore", message=r"os\.fork\(\) was called", category=RuntimeWarning)
         frame = run_sweep(sweep_file, tmp_path, executor="ray")
-    pd.testing.assert_frame_equal(frame[NUMBERS], baseline[NUMBERS])
+    pd.testing.assert_frame_equal(frame[NUMBERS], baseline[NUMBERS], check_exact=True)
 
 
 @pytest.mark.parametrize(

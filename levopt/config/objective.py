@@ -98,6 +98,11 @@ class OptaxConfig(StrictModel):
     penalty: float = Field(10.0, gt=0, description="initial augmented-Lagrangian penalty")
     tol: float = Field(1e-3, gt=0, description="relative parameter change per block that counts as converged")
     feasibility_tol: float = Field(1e-3, gt=0, description="relative constraint violation accepted")
+    replicates: int = Field(
+        4,
+        ge=1,
+        description="independent sets of search paths; the spread of their optima is the policy's s.e.",
+    )
 
 
 class CvxpyConfig(StrictModel):
@@ -106,6 +111,9 @@ class CvxpyConfig(StrictModel):
     method: Literal["cvxpy"] = "cvxpy"
     solver: str = "CLARABEL"
     scenarios: int | Literal["data"] = 20000
+    replicates: int = Field(
+        4, ge=1, description="independent scenario sets; the spread of their optima is the policy's s.e."
+    )
 
 
 def parse_objective(cfg_objective: dict[str, Any] | None) -> ObjectiveConfig:

@@ -7,14 +7,15 @@ Both take a built :class:`~levopt.problem.Problem` and an
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 
 from levopt.config import CvxpyConfig, ObjectiveConfig, parse_optimizer
-from levopt.errors import ConfigError
+from levopt.errors import ConfigError, InfeasibleError, SolverError
 from levopt.optimize.convex import ConvexProblem, ConvexResult, solve_convex
 from levopt.optimize.gradient import GradientResult, optimize_gradient, set_params
 from levopt.optimize.scenarios import (
@@ -43,41 +44,75 @@ __all__ = [
 
 @dataclass
 class Found:
-    """An optimized policy with its in-sample metrics and the optimizer's report."""
+    """An optimized policy with its in-sample metrics, the optimizer's report, and the optima of
+    the searches rerun on independent sets of paths (``replicates``, the first being this one)."""
 
     policy: Any
     params: dict[str, np.ndarray]
     in_sample: dict[str, Any]
     optimizer: dict[str, Any]
+    replicates: list[dict[str, np.ndarray]] = field(default_factory=list)
+
+    def spread(self) -> dict[str, np.ndarray]:
+        """Standard deviation of each parameter over the replicate optima (NaN with fewer than two):
+        the Monte Carlo error of the reported optimum, which used one of those sets of paths."""
+        ok = [r for r in self.replicates if r is not None]
+        if len(ok) < 2:
+            return {n: np.full(np.shape(v), np.nan) for n, v in self.params.items()}
+        return {
+            n: np.std(np.stack([np.asarray(r[n], float) for r in ok]), axis=0, ddof=1) for n in self.params
+        }
 
 
 @scoped_x64
 def optimize_policy(problem: Problem, objective: ObjectiveConfig) -> Found:
-    """Run the config's optimizer (``optimizer.method``) on the problem's free policy parameters."""
+    """Run the config's optimizer (``optimizer.method``) on the problem's free policy parameters,
+    then rerun the search on ``optimizer.replicates - 1`` further independent sets of paths
+    (scenarios) to measure how well the optimum is determined."""
     opt = parse_optimizer(problem.cfg.optimizer)
     budget = problem.cfg.policy_config_typed().weight_budget
-    if isinstance(opt, CvxpyConfig):
-        return _optimize_convex(problem, objective, opt, budget)
     key = problem.key(STREAM_PATHS)
+    found = _search(problem, objective, opt, budget, key)
+    found.replicates = [found.params]
+    for r in range(1, opt.replicates):
+        try:
+            again = _search(problem, objective, opt, budget, jax.random.fold_in(key, r), in_sample=False)
+        except (InfeasibleError, SolverError):
+            # Those paths admit no solution: the replicate counts as missing, not as an error.
+            found.replicates.append(None)
+            continue
+        found.replicates.append(again.params)
+    found.optimizer["replicates"] = opt.replicates
+    return found
+
+
+def _search(
+    problem: Problem,
+    objective: ObjectiveConfig,
+    opt: Any,
+    budget: float | None,
+    key: jax.Array,
+    in_sample: bool = True,
+) -> Found:
+    if isinstance(opt, CvxpyConfig):
+        return _optimize_convex(problem, objective, opt, budget, key)
     res = optimize_gradient(problem, objective, opt, budget=budget, key=key)
     paths = opt.paths or min(problem.cfg.paths, 20_000)
-    outcome = problem.simulate(key, policy=res.policy, paths=paths)
-    return Found(
-        res.policy,
-        res.params,
-        problem.metrics(outcome, objective.reported()) | {"paths": paths},
-        {
-            "method": "optax",
-            "iterations": res.iterations,
-            "converged": res.converged,
-            "wall_s": res.wall_s,
-            "history": res.history,
-        },
-    )
+    metrics = {}
+    if in_sample:
+        outcome = problem.simulate(key, policy=res.policy, paths=paths)
+        metrics = problem.metrics(outcome, objective.reported()) | {"paths": paths}
+    report = {
+        "method": "optax",
+        "iterations": res.iterations,
+        "converged": res.converged,
+        "wall_s": res.wall_s,
+    }
+    return Found(res.policy, res.params, metrics, report | {"history": res.history})
 
 
 def _optimize_convex(
-    problem: Problem, objective: ObjectiveConfig, opt: CvxpyConfig, budget: float | None
+    problem: Problem, objective: ObjectiveConfig, opt: CvxpyConfig, budget: float | None, key: jax.Array
 ) -> Found:
     if not problem.policy.static:
         raise ConfigError(
@@ -97,9 +132,13 @@ def _optimize_convex(
             raise ConfigError(
                 "optimizer.scenarios", "'data' needs a model built from a data file (kind 'bootstrap')"
             )
+        if not np.array_equal(key, problem.key(STREAM_PATHS)):
+            # A replicate resamples the data's rows with replacement (a bootstrap of the scenarios).
+            rows = np.asarray(jax.random.randint(key, (returns.shape[0],), 0, returns.shape[0]))
+            returns = returns[rows]
         scen = scenarios_from_returns(returns, "simple", problem.cfg.dt)
     else:
-        scen = scenarios_from_simulation(problem, problem.key(STREAM_PATHS), int(opt.scenarios))
+        scen = scenarios_from_simulation(problem, key, int(opt.scenarios))
     convex = ConvexProblem(
         objective={"metric": goal.metric, **goal.options},
         constraints=[{"metric": c.metric, c.sense: c.limit, **c.options} for c in objective.constraints],

@@ -15,7 +15,7 @@ from typing import Any
 
 import yaml
 
-from levopt.fmt import fmt_duration, fmt_lev, fmt_number, num
+from levopt.fmt import flat, fmt_duration, fmt_lev, fmt_number, num
 from levopt.io import atomic_write_bytes
 from levopt.report._inputs import (
     RunInputs,
@@ -38,6 +38,36 @@ class Markup(str):
 
 def esc(value: Any) -> str:
     return value if isinstance(value, Markup) else html.escape(str(value), quote=True)
+
+
+def _policy_uncertainty(results: dict[str, Any]) -> list[str]:
+    """Each optimized parameter with its standard error over the replicate searches, and a warning
+    naming the parameters the objective leaves undetermined."""
+    policy, stderr = results.get("policy") or {}, results.get("policy_stderr") or {}
+    rows = []
+    for name, value in policy.items():
+        values, errors = flat(value), flat(stderr.get(name))
+        if values is None:
+            continue
+        errors = errors if errors is not None and len(errors) == len(values) else [math.nan] * len(values)
+        for i, (v, se) in enumerate(zip(values, errors, strict=True)):
+            label = name if len(values) == 1 else f"{name}[{i}]"
+            rows.append([label, fmt_number(v), "–" if not math.isfinite(se) else f"± {fmt_number(se, 2)}"])
+    if not rows:
+        return []
+    n = (results.get("optimizer") or {}).get("replicates")
+    parts = [
+        f"<p>Standard error of each optimized parameter: the spread of the optimum over {esc(n)} searches "
+        "on independent sets of paths.</p>",
+        _table(["parameter", "value", "± s.e."], rows, classes="compact"),
+    ]
+    loose = results.get("not_identified") or []
+    if loose:
+        parts.append(
+            f'<p class="status warn">⚠ not identified: {esc(", ".join(map(str, loose)))} — the objective is '
+            "nearly flat in these parameters; their values are noise of the search paths.</p>"
+        )
+    return parts
 
 
 def _table(
@@ -164,6 +194,8 @@ def _answer(inputs: RunInputs) -> Markup:
         parts.append(f"<p class=answer>{esc(lead + sentence)}</p>")
         if schedule:
             parts.append(_table(schedule["columns"], schedule["rows"], numeric_from=2, classes="compact"))
+        if inputs.kind == "run":
+            parts.extend(_policy_uncertainty(results))
         block = results.get("out_of_sample") if inputs.kind == "run" else results
         if isinstance(block, dict) and isinstance(block.get("metrics"), dict):
             parts.append(_key_figures(block["metrics"], block.get("stderr") or {}))
