@@ -12,8 +12,7 @@ from conftest import Z, make_config
 from scipy import stats
 
 import levopt
-from levopt.engine import simulate_returns
-from levopt.paths import MODELS, Garch
+from levopt.paths import Garch
 from levopt.problem import STREAM_PATHS
 
 
@@ -139,35 +138,6 @@ def test_float32_matches_float64_within_mc_error():
         a, b = out["float32"], out["float64"]
         tol = Z * math.hypot(a["stderr"][name], b["stderr"][name])
         assert abs(a["metrics"][name] - b["metrics"][name]) < tol, name
-
-
-@pytest.mark.parametrize("kind", MODELS.names())
-def test_every_model_works_under_jit_vmap_grad(kind, tmp_path):
-    """Conformance: deterministic given a key, right shapes, differentiable in its parameters."""
-    returns = tmp_path / "returns.csv"
-    rng = np.random.default_rng(0)
-    returns.write_text("btc\n" + "\n".join(f"{r:.6f}" for r in rng.normal(0.001, 0.03, 200)))
-    defaults = {
-        "gbm": {"mu": 0.1, "sigma": 0.5},
-        "merton": {"mu": 0.1, "sigma": 0.5, "lam": 3.0, "jump_mean": -0.05, "jump_std": 0.1},
-        "garch": {"omega": 2e-5, "alpha": 0.1, "beta": 0.85, "dist": "t", "nu": 5.0},
-        "bootstrap": {"data": str(returns), "block": 5},
-    }
-    cfg = make_config(paths=256, horizon_days=5, model={"kind": kind, **defaults[kind]})
-    model = levopt.build(cfg).model
-    dt = 1 / 365
-
-    def mean_return(m):
-        x = simulate_returns(jax.random.PRNGKey(0), m, paths=256, steps=5, dt=dt, dtype=jnp.float64)
-        return jnp.exp(x.sum(axis=1)).mean()
-
-    a = jax.jit(mean_return)(model)
-    assert a.shape == () and a == jax.jit(mean_return)(model)
-    grads = jax.grad(mean_return)(model)
-    leaves = [g for g in jax.tree.leaves(grads) if hasattr(g, "dtype")]
-    assert leaves and all(bool(jnp.all(jnp.isfinite(g))) for g in leaves)
-    batched = jax.tree.map(lambda a: jnp.stack([a, a]), model)
-    assert jnp.allclose(jax.vmap(mean_return)(batched), a)
 
 
 def test_garch_starts_at_h0_when_given():

@@ -4,11 +4,29 @@ policy into account equity, with financing, fees, maintenance margin and liquida
 Accounting of one path (equity normalized to W_0 = 1), per step of length dt:
 
 * positions N_i (notional, signed) move with the price: N_i <- N_i e^{x_i};
-* cash C = W - sum N_i earns ``cash_rate`` when positive and pays ``borrow_rate`` when negative;
-  ``funding_rate`` is paid on the net notional (perpetuals);
-* ``fee + slippage`` is charged on every traded notional, the opening trade included;
+* cash C = W - sum N_i, taken at the start of the step, earns C (e^{r_c dt} - 1) at ``cash_rate``
+  when positive and pays C (e^{r_b dt} - 1) at ``borrow_rate`` when negative;
+  funding -``funding_rate`` x dt x sum N_i is paid on the start-of-step net notional (perpetuals);
+* ``fee + slippage`` is charged on every traded notional, the opening trade included; a rebalance
+  sets N_i = w_i x W from the equity before its own cost;
 * the position is liquidated when W <= mm * sum |N_i|: closed, ``liquidation_fee`` x notional charged,
-  equity floored at 0, the account stays in cash afterwards.
+  equity floored at 0, the account stays in cash afterwards (earning ``cash_rate``). A close in a
+  step without a jump happens at the maintenance level, leaving (mm - lf) x the gross notional at
+  the level; in a step with a jump it leaves max(W_end - lf x gross notional at the close, 0).
+
+Shorts. A short is a negative notional on the same margin account, which holds the asset rather than
+a contract: selling short |N| adds the sale's proceeds to the cash, so with collateral (equity) W
+the cash is C = W + |N| > 0, and the proceeds earn ``cash_rate`` alongside the collateral. There is
+no charge for borrowing the asset; ``borrow_rate`` applies only to negative cash, i.e. when the net
+notional sum N_i exceeds the equity, so a pure short never pays it. Funding follows the sign of the
+net notional: with ``funding_rate`` > 0 longs pay it and shorts receive it (a negative rate reverses
+both); the rate is one for all assets, so long and short legs of equal size pay none. Maintenance
+margin is on the gross notional, so a short is liquidated when the price rises: a static short of
+leverage L without costs at the price ratio u* = (1 + L) / (L (1 + mm)), a barrier crossed upwards.
+A perpetual contract has no sale proceeds and no loan: its equity W + sum N_i (e^{x_i} - 1) less
+funding is this account with ``cash_rate`` = ``borrow_rate`` = 0; with collateral earning r, setting
+both rates to r and ``funding_rate`` to f - r gives it to first order in r dt (interest r (W - sum
+N) plus funding -(f - r) sum N is r W - f sum N; compounding leaves sum N (r dt)^2 / 2 a step).
 
 Continuous monitoring. Within a step the log-price is treated as a Brownian bridge between its end
 points with the model's conditional step variance v, and the liquidation level is a log-price
