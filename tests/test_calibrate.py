@@ -10,7 +10,6 @@ a posterior mean is sd / sqrt(ESS).
 from __future__ import annotations
 
 import json
-import warnings
 
 import jax
 import jax.numpy as jnp
@@ -30,7 +29,7 @@ from levopt.errors import ConfigError
 from levopt.paths import GBM, Garch
 
 DT = 1 / 365
-NUTS = {"warmup": 300, "samples": 300, "chains": 2}
+NUTS = {"warmup": 500, "samples": 1000, "chains": 2}
 ignore_convergence = pytest.mark.filterwarnings("ignore::levopt.calibrate.fit.CalibrationWarning")
 
 
@@ -58,9 +57,7 @@ def garch_returns() -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def garch_fit(garch_returns):
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", CalibrationWarning)
-        return calibrate(garch_returns, "garch", seed=1, **NUTS)
+    return calibrate(garch_returns, "garch", seed=1, **NUTS)
 
 
 def arch_mle(returns: np.ndarray, gjr: bool) -> dict[str, float]:
@@ -93,7 +90,6 @@ def test_garch_agrees_with_arch_mle(garch_fit, garch_returns):
         assert abs(s["mean"] - GARCH_TRUE[name]) < Z * s["sd"], name
 
 
-@ignore_convergence
 def test_gjr_agrees_with_arch_mle():
     returns = simulate_path(Garch.from_config(Garch.Config(**GJR_TRUE), DT, jnp.float64), 2000, seed=12)
     fit = calibrate(returns, "garch", gjr=True, seed=2, **NUTS)
@@ -116,7 +112,6 @@ def gbm_returns() -> np.ndarray:
     return simulate_path(GBM.from_config(GBM.Config(**GBM_TRUE), DT, jnp.float64), 1001, seed=3)
 
 
-@ignore_convergence
 def test_gbm_recovers_sigma(gbm_returns):
     r = gbm_returns[:1000]
     n = len(r)
@@ -131,7 +126,6 @@ def test_gbm_recovers_sigma(gbm_returns):
     assert s["sd"] == pytest.approx(mle / np.sqrt(2 * n), rel=Z / np.sqrt(2 * s["ess"]))
 
 
-@ignore_convergence
 def test_same_seed_same_summary_and_fixed_parameters(gbm_returns):
     r = gbm_returns[:1000]
     a = calibrate(r, "gbm", fixed={"mu": 0.1}, seed=5, **NUTS)
@@ -239,7 +233,6 @@ def _config(data: str, uncertainty: str, kind: str = "garch", **model) -> dict:
     }
 
 
-@ignore_convergence
 def test_model_from_calibration_and_evaluate(tmp_path, gbm_returns):
     path = tmp_path / "prices.csv"
     write_prices(path, gbm_returns)
@@ -287,7 +280,6 @@ def test_calibrated_config_errors():
         load_config(_config("x.csv", "sometimes"))
 
 
-@ignore_convergence
 def test_calibrate_command(tmp_path, gbm_returns):
     import typer
     from typer.testing import CliRunner

@@ -270,26 +270,27 @@ def test_run_result_contract(tmp_path):
 
 
 def test_policy_stderr_has_the_policy_shape_and_flags_a_flat_objective():
-    """Reference: with zero drift and no costs or liquidation, E[W_T] = 1 at every leverage, so the
-    expected return is flat and the searched optimum is noise of the paths; the Kelly leverage under
-    drift is pinned down (its spread over replicates, ~1/(σ sqrt(N T)), is far below the range)."""
+    """References: with zero drift and no costs or liquidation, E[W_T] = 1 at every leverage, so the
+    expected return is flat and the optimum found is noise of the paths (flagged); the Kelly leverage
+    under drift is pinned down: its spread over replicates is about 1/(σ sqrt(N T)) = 0.065 for
+    8192 paths over 60 days, a third of the flagging threshold (a tenth of the range [0, 2])."""
     base = make_config(
-        paths=512,
+        paths=8192,
         horizon_days=60,
         market={"maintenance_margin": 0.0},
-        policy={"kind": "schedule", "leverage": {"init": 1.0, "min": 0.0, "max": 2.0}, "segments": 2},
+        policy={"kind": "constant", "leverage": {"init": 1.0, "min": 0.0, "max": 2.0}, "rebalance": 1},
         optimizer={"method": "optax", "replicates": 3, "steps": 40},
     )
     flat = run(
         base | {"model": {"kind": "gbm", "mu": 0.0, "sigma": 0.3}, "objective": {"maximize": "mean_return"}},
         profiles=False,
     )
-    assert np.shape(flat["policy_stderr"]["leverage"]) == np.shape(flat["policy"]["leverage"]) == (2,)
+    assert np.shape(flat["policy_stderr"]["leverage"]) == np.shape(flat["policy"]["leverage"]) == ()
     assert flat["optimizer"]["replicates"] == 3
-    assert flat["not_identified"], flat["policy_stderr"]
+    assert flat["not_identified"] == ["leverage"], flat["policy_stderr"]
     kelly = run(
         base | {"model": {"kind": "gbm", "mu": 0.4, "sigma": 0.6}, "objective": {"maximize": "log_growth"}},
         profiles=False,
     )
     assert kelly["not_identified"] == []
-    assert all(0 < se < 0.2 for se in kelly["policy_stderr"]["leverage"])
+    assert 0 < kelly["policy_stderr"]["leverage"] < 0.2

@@ -141,13 +141,6 @@ def test_two_asset_book_reduces_to_one_asset_first_passage(case):
     assert expected - m["liquidation_probability_discrete"] > Z * se["liquidation_probability_discrete"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the multi-asset bridge models the step's P&L / G as an arithmetic BM with barrier "
-    "(mm G - W) / G; the exact long-book barrier is that divided by (1 - mm), and the exact "
-    "one-asset bridge is in log-price: liquidation probability biased upward (+0.0027 at 5x, "
-    "mm 0.5%; +0.0096 at mm 5%)",
-)
 @pytest.mark.parametrize("mm", [0.005, 0.05])
 @pytest.mark.parametrize("case", list(REDUCTIONS))
 def test_two_asset_bridge_matches_exact_bridge_on_the_same_paths(case, mm):

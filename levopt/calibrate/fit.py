@@ -64,9 +64,11 @@ def summarize_draws(x: np.ndarray) -> dict[str, float | None]:
 
     x = np.asarray(x, dtype=np.float64)
     flat = x.reshape(-1)
+    constant = flat.size > 0 and np.ptp(flat) == 0
     out: dict[str, float | None] = {
-        "mean": float(flat.mean()),
-        "sd": float(flat.std(ddof=1)) if flat.size > 1 else 0.0,
+        # A constant (fixed) parameter reports its value exactly, not a rounded mean of copies.
+        "mean": float(flat[0]) if constant else float(flat.mean()),
+        "sd": 0.0 if constant or flat.size < 2 else float(flat.std(ddof=1)),
         "q05": float(np.quantile(flat, 0.05)),
         "q95": float(np.quantile(flat, 0.95)),
         "r_hat": None,

@@ -120,7 +120,6 @@ def _bridge(
     x: Array,
     vol: Array,
     n: Array,
-    n_end: Array,
     w: Array,
     carry_cost: Array,
     mm: Array,
@@ -129,7 +128,6 @@ def _bridge(
     """Brownian-bridge probability that the step crossed the liquidation level, whether the path has
     such a level, and the gross notional at it."""
     gross = jnp.sum(jnp.abs(n))
-    safe_gross = jnp.where(gross > 0, gross, 1.0)
     if n.shape[0] == 1:
         # One asset: the liquidation level is an exact log-price barrier.
         long = n[0] > 0
@@ -140,15 +138,44 @@ def _bridge(
         p_bridge = _crossing_probability(x[0], barrier, vol[0] ** 2, long)
         gross_at_level = gross * jnp.where(has_barrier, level, 1.0)
     else:
-        # Several assets: gross-normalized P&L y = sum N_i (e^{x_i} - 1) / G as arithmetic BM,
-        # barrier y* = (mm G - W - cost) / G, step variance from the model's correlation.
-        y = jnp.sum(n_end - n) / safe_gross
-        barrier = (mm * gross - w - carry_cost) / safe_gross
-        loading = model.corr_chol.T @ (n * vol)
-        var = jnp.sum(loading**2) / safe_gross**2
-        has_barrier = alive & (gross > 0) & (barrier < 0)
-        p_bridge = _crossing_probability(y, barrier, var, jnp.array(True))
-        gross_at_level = gross
+        p_bridge, has_barrier, gross_at_level = _portfolio_bridge(alive, x, vol, n, w, carry_cost, mm, model)
+    return p_bridge, has_barrier, gross_at_level
+
+
+def _portfolio_bridge(
+    alive: Array, x: Array, vol: Array, n: Array, w: Array, carry_cost: Array, mm: Array, model: PathModel
+) -> tuple[Array, Array, Array]:
+    """The bridge for several assets, on the distance to liquidation D = C + Σ c_i e^{x_i}.
+
+    With C = W + cost − Σ N_i the cash after the step's costs and c_i = N_i (1 − mm sign N_i), D is
+    equity minus the maintenance requirement on the current notional, so D = 0 is the liquidation
+    level whatever the book. When every c_i has one sign and C the other (a levered long, or a
+    short), the level is log|S| = log|C| for S = Σ c_i e^{x_i}, and log S is bridged as a Brownian
+    motion with the step variance of its weights c_i / S_0: exact for one asset and for perfectly
+    correlated assets. Otherwise (a long/short book) D itself is bridged as an arithmetic
+    Brownian motion with the step variance of Σ c_i x_i.
+    """
+    gross = jnp.sum(jnp.abs(n))
+    c = n * (1 - mm * jnp.sign(n))
+    cash = w + carry_cost - jnp.sum(n)
+    s0 = jnp.sum(c)
+    s_end = jnp.sum(c * jnp.exp(x))
+    one_sided = (jnp.all(c >= 0) | jnp.all(c <= 0)) & (s0 * cash < 0)
+    safe_s0 = jnp.where(s0 != 0, s0, 1.0)
+    # Geometric branch: log(S/S_0) against log(−C/S_0), downward for a long book.
+    ratio = jnp.where(one_sided, -cash / safe_s0, 1.0)
+    log_var = jnp.sum((model.corr_chol.T @ (c / safe_s0 * vol)) ** 2)
+    log_end = jnp.log(jnp.where(one_sided & (s_end / safe_s0 > 0), s_end / safe_s0, 1.0))
+    p_log = _crossing_probability(log_end, jnp.log(jnp.where(ratio > 0, ratio, 1.0)), log_var, s0 > 0)
+    # Arithmetic branch: D from D_0 to D_end against 0.
+    d0 = cash + s0
+    p_arith = _crossing_probability(
+        s_end - s0, -d0, jnp.sum((model.corr_chol.T @ (c * vol)) ** 2), jnp.array(True)
+    )
+    has_barrier = alive & (gross > 0) & (d0 > 0)
+    p_bridge = jnp.where(one_sided, p_log, p_arith)
+    # At the level every notional has moved by about the same factor (exactly so for one asset).
+    gross_at_level = gross * jnp.where(one_sided & has_barrier, ratio, 1.0)
     return p_bridge, has_barrier, gross_at_level
 
 
@@ -199,7 +226,7 @@ def _step_path(
     w_end = w + jnp.sum(n_end - n) + carry_cost
     gross_end = jnp.sum(jnp.abs(n_end))
     hit = carry.alive & (w_end <= maintenance_requirement(gross_end, mm))
-    p_bridge, has_barrier, gross_at_level = _bridge(carry.alive, x, vol, n, n_end, w, carry_cost, mm, model)
+    p_bridge, has_barrier, gross_at_level = _bridge(carry.alive, x, vol, n, w, carry_cost, mm, model)
     p = jnp.where(hit, 1.0, jnp.where(has_barrier, p_bridge, 0.0))
 
     # Equity after liquidation: at the maintenance level for continuous moves, post-gap for jumps.
