@@ -121,8 +121,16 @@ def test_gradient_and_convex_layers_agree_on_identical_scenarios(n_assets):
         problem.market,
     )
     w_grad, w_cvx = np.asarray(found.params["weights"]).reshape(-1), convex.weights
-    assert np.allclose(w_grad, w_cvx, rtol=0.01, atol=0.01 * np.max(np.abs(w_cvx)))
-    assert found.in_sample["metrics"]["log_growth"] == pytest.approx(convex.value, abs=1e-4)
+    # Derived tolerance: both solve one program on the same scenarios (mm = 0: the simulator's
+    # wealth is the scenario wealth). The gradient layer stops with the CVaR constraint met to
+    # feasibility_tol relative to its limit, which moves the optimal value by at most the
+    # multiplier times that slack (first order), plus the solvers' own precision (1e-8).
+    gap = 2 * abs(convex.constraints[0].dual) * 1e-6 * 0.3 + 1e-8
+    assert abs(found.in_sample["metrics"]["log_growth"] - convex.value) <= gap
+    # The weights: exact up to the same first-order slack in one asset; with three assets the
+    # optimum is flat along the CVaR boundary (a value gap of 1e-7 allows weights 1e-3 apart), so
+    # they are compared to 1% of the largest weight.
+    assert np.allclose(w_grad, w_cvx, rtol=0, atol=0.01 * np.max(np.abs(w_cvx)))
 
 
 def test_infeasible_cap_reports_best_achievable_value():
