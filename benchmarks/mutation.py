@@ -66,11 +66,12 @@ MUTATIONS = [
         "borrowing at the cash rate, lending at the borrow rate",
     ),
     Mutation(
-        "rates_swapped",
+        # (Swapping the two rates' arguments is an equivalent mutant: financing is min(c a, c b).)
+        "cash_earns_borrow_rate",
         SIM,
-        "financing(cash, jnp.expm1(market.cash_rate * dt), jnp.expm1(market.borrow_rate * dt))",
-        "financing(cash, jnp.expm1(market.borrow_rate * dt), jnp.expm1(market.cash_rate * dt))",
-        "cash and borrow rates swapped",
+        "financing(cash, jnp.expm1(market.cash_rate * dt),",
+        "financing(cash, jnp.expm1(market.borrow_rate * dt),",
+        "idle cash earns the borrow rate",
     ),
     Mutation(
         "slippage_dropped",
@@ -221,6 +222,11 @@ def main() -> None:
         results.append(res)
         print(f"{res['status']:>11}  {m.name:<28} {res.get('seconds', '')!s:>7}s  {m.what}", flush=True)
     out = ROOT / "benchmarks" / "results" / "mutation.json"
+    if args.only and out.is_file():  # keep the other mutations' last results
+        kept = [
+            r for r in json.loads(out.read_text())["results"] if r["name"] not in {m.name for m in chosen}
+        ]
+        results = kept + results
     survivors = [r["name"] for r in results if r["status"] == "survived"]
     out.write_text(json.dumps({"tests": TESTS, "results": results, "survivors": survivors}, indent=2) + "\n")
     print(
