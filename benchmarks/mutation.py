@@ -165,11 +165,11 @@ MUTATIONS = [
         "drawdown measured from W_0 instead of the peak",
     ),
     Mutation(
-        "portfolio_variance",
+        "portfolio_margin_weights",
         SIM,
-        "var = jnp.sum(loading**2) / safe_gross**2",
-        "var = jnp.sum(loading**2) / safe_gross",
-        "multi-asset bridge variance normalized by G instead of G^2",
+        "c = n * (1 - mm * jnp.sign(n))",
+        "c = n",
+        "the portfolio bridge ignores the maintenance margin on the moving notional",
     ),
 ]
 
@@ -223,9 +223,9 @@ def main() -> None:
         print(f"{res['status']:>11}  {m.name:<28} {res.get('seconds', '')!s:>7}s  {m.what}", flush=True)
     out = ROOT / "benchmarks" / "results" / "mutation.json"
     if args.only and out.is_file():  # keep the other mutations' last results
-        kept = [
-            r for r in json.loads(out.read_text())["results"] if r["name"] not in {m.name for m in chosen}
-        ]
+        rerun, listed = {m.name for m in chosen}, {m.name for m in MUTATIONS}
+        previous = json.loads(out.read_text())["results"]
+        kept = [r for r in previous if r["name"] not in rerun and r["name"] in listed]
         results = kept + results
     survivors = [r["name"] for r in results if r["status"] == "survived"]
     out.write_text(json.dumps({"tests": TESTS, "results": results, "survivors": survivors}, indent=2) + "\n")
