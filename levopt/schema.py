@@ -13,10 +13,21 @@ class StrictModel(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
+_SCALAR_TAGS = {"float", "int", "str", "bool", "none"}
+
+
+def _is_type_tag(part: object) -> bool:
+    """pydantic's names for union members and validators in an error location (``float``,
+    ``list[float]``, ``FreeParam``, ``function-after[...]``): not config keys."""
+    if not isinstance(part, str):
+        return False
+    return part in _SCALAR_TAGS or "[" in part or part[:1].isupper() or part.startswith("function-")
+
+
 def format_validation_error(exc: ValidationError, prefix: str = "") -> ConfigError:
     """Turn pydantic's report into one line naming the first offending field."""
     err = exc.errors()[0]
-    loc = ".".join(str(p) for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-")))
+    loc = ".".join(str(p) for p in err["loc"] if not _is_type_tag(p))
     field = ".".join(p for p in (prefix, loc) if p)
     msg = err["msg"].removeprefix("Value error, ")
     if err["type"] == "extra_forbidden":
