@@ -28,6 +28,7 @@ from levopt.errors import ConfigError, LevoptError
 from levopt.io import write_json
 from levopt.report import make_report
 from levopt.report.cli import report_command
+from levopt.results import parameter_rows
 from levopt.runner import evaluate as run_evaluate
 from levopt.runner import run as run_optimize
 from levopt.sweep import SweepRunner
@@ -67,16 +68,9 @@ def policy_table(result: dict) -> Table:
     table.add_column("value", justify="right")
     table.add_column("± s.e.", justify="right")
     loose = set(result.get("not_identified") or [])
-    for name, value in result["policy"].items():
-        values = np.atleast_1d(np.asarray(value, float)).reshape(-1)
-        errors = np.atleast_1d(np.asarray(result.get("policy_stderr", {}).get(name, np.nan), float)).reshape(
-            -1
-        )
-        for i, v in enumerate(values):
-            label = name if values.size == 1 else f"{name}[{i}]"
-            se = errors[i] if errors.size == values.size else np.nan
-            flag = " [yellow](not identified)[/]" if label in loose else ""
-            table.add_row(label + flag, f"{v:.4g}", "" if not np.isfinite(se) else f"{se:.2g}")
+    for label, value, se in parameter_rows(result["policy"], result.get("policy_stderr") or {}):
+        flag = " [yellow](not identified)[/]" if label in loose else ""
+        table.add_row(label + flag, f"{value:.4g}", "" if not np.isfinite(se) else f"{se:.2g}")
     return table
 
 

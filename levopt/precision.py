@@ -1,7 +1,7 @@
 """JAX's 64-bit mode, scoped to levopt's own calls.
 
 ``precision: float64`` needs JAX's x64 mode, but importing levopt must not change a process-wide
-setting. Every public entry point that builds or computes arrays runs inside :func:`x64`: arrays
+setting. Every public entry point that builds or computes arrays runs inside :func:`scoped_x64`: arrays
 carry explicit dtypes, so a float32 config stays float32 and a float64 config is float64 whether
 or not the user enabled x64. The mode is thread-local in JAX, so worker threads enter it themselves.
 """
@@ -18,13 +18,8 @@ P = ParamSpec("P")
 R = TypeVar("R")
 
 
-def x64() -> object:
-    """A context manager enabling JAX's 64-bit mode for the current thread."""
-    return jax.enable_x64(True)
-
-
 def scoped_x64(fn: Callable[P, R]) -> Callable[P, R]:
-    """Decorate an entry point so that it runs under :func:`x64` (nesting is harmless)."""
+    """Decorate an entry point so that it runs under ``jax.enable_x64(True)`` (nesting is harmless)."""
 
     @functools.wraps(fn)
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:

@@ -19,6 +19,7 @@ import math
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
+import numpy as np
 from pydantic import BaseModel, BeforeValidator, ConfigDict, ValidationError
 
 from levopt.errors import ConfigError
@@ -192,6 +193,29 @@ RESULT_MODELS: dict[str, type[Result]] = {
     "sweep": SweepMeta,
     "calibration": CalibrationSummary,
 }
+
+
+def parameter_label(name: str, index: tuple[int, ...]) -> str:
+    """``name`` for a number, ``name[i]`` / ``name[i,j]`` for an element of an array parameter."""
+    return f"{name}[{','.join(map(str, index))}]" if index else name
+
+
+def parameter_rows(policy: dict[str, Any], stderr: dict[str, Any]) -> list[tuple[str, float, float]]:
+    """Each numeric policy element as ``(label, value, s.e.)`` (s.e. NaN when not reported), with the
+    labels ``not_identified`` uses."""
+    rows = []
+    for name, value in policy.items():
+        try:
+            values = np.asarray(value, float)
+            errors = np.asarray(stderr.get(name, math.nan), float)
+        except (TypeError, ValueError):
+            continue
+        if errors.shape != values.shape:
+            errors = np.full(values.shape, math.nan)
+        rows += [
+            (parameter_label(name, i), float(values[i]), float(errors[i])) for i in np.ndindex(values.shape)
+        ]
+    return rows
 
 
 def result_kind(data: dict[str, Any]) -> str:

@@ -26,7 +26,7 @@ from levopt.problem import (
     versions,
 )
 from levopt.profiles import leverage_profile, trajectory_quantiles
-from levopt.results import ConstraintResult, EvaluateResult, RunResult
+from levopt.results import ConstraintResult, EvaluateResult, RunResult, parameter_label
 
 ConfigSource = Config | dict | str | Path
 
@@ -115,7 +115,7 @@ def _constraint_results(
                 where[label], found.in_sample["metrics"].get(label, value)
             )
         else:
-            value = float(metric.weights_fn(np.asarray(found.policy.weights), **c.options))
+            value = float(metric.weights_fn(np.asarray(found.policy.position_weights()), **c.options))
             se, in_sample = 0.0, value
         violation = c.violation(value)
         results.append(
@@ -151,8 +151,7 @@ def _spread_report(problem: Problem, found: Found) -> tuple[dict[str, Any], list
         width = np.where(np.isfinite(bounds.upper - bounds.lower), bounds.upper - bounds.lower, np.abs(value))
         ((shown, reported),) = problem.policy.report_params({name: value}, policy_cfg).items()
         bad = np.reshape(se > IDENTIFIED_SPREAD * width, np.shape(reported))
-        for index in np.argwhere(np.atleast_1d(bad)):
-            loose.append(shown + (f"[{','.join(map(str, index))}]" if bad.ndim else ""))
+        loose += [parameter_label(shown, i) for i in np.ndindex(bad.shape) if bad[i]]
     return problem.policy.report_params(spread, policy_cfg), loose
 
 

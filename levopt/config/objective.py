@@ -71,13 +71,6 @@ class ObjectiveConfig(StrictModel):
         """Constraints on simulated outcomes (the rest bound the policy's weights)."""
         return [c for c in self.constraints if c.resolve("").on_outcomes]
 
-    def weight_constraints(self) -> list[Constraint]:
-        return [
-            c
-            for c in self.constraints
-            if not c.resolve("").on_outcomes and c.resolve("").weights_fn is not None
-        ]
-
     def reported(self) -> dict[str, tuple[str, dict[str, Any]]]:
         """The goal and the outcome constraints as ``label -> (metric, options)``."""
         labelled = {c.key: c.spec() for c in self.outcome_constraints()}

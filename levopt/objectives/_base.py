@@ -271,11 +271,6 @@ class MetricRef(BaseModel):
         metric.check_options(self.options, field)
         return metric
 
-    def canonical(self) -> tuple[str, tuple]:
-        """The metric with its defaults filled in (``cvar`` equals ``cvar(level=0.95)``)."""
-        full = get_metric(self.metric).defaults() | self.options
-        return self.metric, hashable(full)
-
     def spec(self) -> tuple[str, dict[str, Any]]:
         return self.metric, self.options
 

@@ -76,7 +76,7 @@ def optimize_policy(problem: Problem, objective: ObjectiveConfig) -> Found:
     found.replicates = [found.params]
     for r in range(1, opt.replicates):
         try:
-            again = _search(problem, objective, opt, budget, jax.random.fold_in(key, r), in_sample=False)
+            again = _search(problem, objective, opt, budget, jax.random.fold_in(key, r), replicate=True)
         except (InfeasibleError, SolverError):
             # Those paths admit no solution: the replicate counts as missing, not as an error.
             found.replicates.append(None)
@@ -92,14 +92,15 @@ def _search(
     opt: Any,
     budget: float | None,
     key: jax.Array,
-    in_sample: bool = True,
+    replicate: bool = False,
 ) -> Found:
+    """One search on the paths (scenarios) of ``key``; a replicate skips the in-sample metrics."""
     if isinstance(opt, CvxpyConfig):
-        return _optimize_convex(problem, objective, opt, budget, key)
+        return _optimize_convex(problem, objective, opt, budget, key, replicate)
     res = optimize_gradient(problem, objective, opt, budget=budget, key=key)
     paths = opt.paths or min(problem.cfg.paths, 20_000)
     metrics = {}
-    if in_sample:
+    if not replicate:
         outcome = problem.simulate(key, policy=res.policy, paths=paths)
         metrics = problem.metrics(outcome, objective.reported()) | {"paths": paths}
     report = {
@@ -112,7 +113,12 @@ def _search(
 
 
 def _optimize_convex(
-    problem: Problem, objective: ObjectiveConfig, opt: CvxpyConfig, budget: float | None, key: jax.Array
+    problem: Problem,
+    objective: ObjectiveConfig,
+    opt: CvxpyConfig,
+    budget: float | None,
+    key: jax.Array,
+    replicate: bool = False,
 ) -> Found:
     if not problem.policy.static:
         raise ConfigError(
@@ -132,7 +138,7 @@ def _optimize_convex(
             raise ConfigError(
                 "optimizer.scenarios", "'data' needs a model built from a data file (kind 'bootstrap')"
             )
-        if not np.array_equal(key, problem.key(STREAM_PATHS)):
+        if replicate:
             # A replicate resamples the data's rows with replacement (a bootstrap of the scenarios).
             rows = np.asarray(jax.random.randint(key, (returns.shape[0],), 0, returns.shape[0]))
             returns = returns[rows]

@@ -30,7 +30,7 @@ import optax
 from levopt.config import Constraint, ObjectiveConfig, OptaxConfig
 from levopt.engine import simulate_outcome
 from levopt.errors import ConfigError, InfeasibleError, SolverError
-from levopt.objectives import Context, MetricRef, get_metric
+from levopt.objectives import Context, MetricRef, get_metric, hashable
 from levopt.policies import Bounds, Policy
 from levopt.precision import scoped_x64
 from levopt.problem import Problem
@@ -188,10 +188,10 @@ def _search_inputs(
             )
             for n in names
         ),
-        goal=(terms.goal.metric, _frozen(terms.goal.options)),
+        goal=(terms.goal.metric, hashable(terms.goal.options)),
         sign=terms.sign,
-        constraints=tuple((c.metric, _frozen(c.options)) for c in terms.outcome_constraints),
-        weight_constraints=tuple((c.metric, _frozen(c.options)) for c in terms.weight_limits),
+        constraints=tuple((c.metric, hashable(c.options)) for c in terms.outcome_constraints),
+        weight_constraints=tuple((c.metric, hashable(c.options)) for c in terms.weight_limits),
         has_budget=terms.budget is not None,
         solver=opt.solver,
         learning_rate=opt.learning_rate,
@@ -267,10 +267,6 @@ def _augmented_lagrangian(
 def _settled(now: dict[str, np.ndarray], last: dict[str, np.ndarray], tol: float) -> bool:
     """Every parameter moved by at most ``tol`` relative to max(1, |value|) over the last block."""
     return all(np.max(np.abs(now[n] - last[n]) / np.maximum(1.0, np.abs(now[n]))) <= tol for n in now)
-
-
-def _frozen(options: dict[str, Any]) -> tuple:
-    return tuple(sorted((k, tuple(v) if isinstance(v, list) else v) for k, v in options.items()))
 
 
 @dataclass(frozen=True)

@@ -256,6 +256,11 @@ def policy_values(
     return values, set(optimized)
 
 
+def policy_class(kind: Any) -> type[Policy] | None:
+    """The registered policy class of a saved config's kind (None for kinds this process lacks)."""
+    return POLICIES.get(kind) if isinstance(kind, str) and kind in POLICIES else None
+
+
 def describe_policy(
     results: dict[str, Any] | None, config: dict[str, Any]
 ) -> tuple[str, dict[str, Any] | None]:
@@ -267,5 +272,5 @@ def describe_policy(
     spec = config.get("policy") or {}
     kind = spec.get("kind", "constant")
     values, _ = policy_values(results, config)
-    policy_cls = POLICIES.get(kind) if kind in POLICIES else Policy
+    policy_cls = policy_class(kind) or Policy
     return policy_cls.describe(values, spec, num(config.get("horizon_days")), rebalance_words(config))

@@ -15,7 +15,7 @@ from typing import Any
 
 import yaml
 
-from levopt.fmt import flat, fmt_duration, fmt_lev, fmt_number, num
+from levopt.fmt import fmt_duration, fmt_lev, fmt_number, num
 from levopt.io import atomic_write_bytes
 from levopt.report._inputs import (
     RunInputs,
@@ -27,6 +27,7 @@ from levopt.report._inputs import (
     metric_description,
 )
 from levopt.report.plots import draw_all, is_optimized, sweep_leverage
+from levopt.results import parameter_rows
 
 SWEEP_ROWS = 20
 """Rows of the sweep table (the best points by the objective)."""
@@ -43,16 +44,10 @@ def esc(value: Any) -> str:
 def _policy_uncertainty(results: dict[str, Any]) -> list[str]:
     """Each optimized parameter with its standard error over the replicate searches, and a warning
     naming the parameters the objective leaves undetermined."""
-    policy, stderr = results.get("policy") or {}, results.get("policy_stderr") or {}
-    rows = []
-    for name, value in policy.items():
-        values, errors = flat(value), flat(stderr.get(name))
-        if values is None:
-            continue
-        errors = errors if errors is not None and len(errors) == len(values) else [math.nan] * len(values)
-        for i, (v, se) in enumerate(zip(values, errors, strict=True)):
-            label = name if len(values) == 1 else f"{name}[{i}]"
-            rows.append([label, fmt_number(v), "–" if not math.isfinite(se) else f"± {fmt_number(se, 2)}"])
+    rows = [
+        [label, fmt_number(v), "–" if not math.isfinite(se) else f"± {fmt_number(se, 2)}"]
+        for label, v, se in parameter_rows(results.get("policy") or {}, results.get("policy_stderr") or {})
+    ]
     if not rows:
         return []
     n = (results.get("optimizer") or {}).get("replicates")

@@ -25,7 +25,6 @@ from matplotlib.ticker import MaxNLocator
 
 from levopt.fmt import fmt_lev, fmt_number, num
 from levopt.io import atomic_write_bytes
-from levopt.policies import POLICIES, Policy
 from levopt.report._inputs import (
     PARAM_UNITS,
     RunInputs,
@@ -33,6 +32,7 @@ from levopt.report._inputs import (
     goal,
     load_inputs,
     metric_style,
+    policy_class,
     policy_values,
 )
 
@@ -232,7 +232,7 @@ def _schedule_from_policy(
 
     config = results.get("config") or {}
     spec = config.get("policy") or {}
-    policy_cls = _policy_class(spec.get("kind"))
+    policy_cls = policy_class(spec.get("kind"))
     horizon = num(config.get("horizon_days"))
     if policy_cls is None or not math.isfinite(horizon):
         return None
@@ -240,11 +240,6 @@ def _schedule_from_policy(
         return None  # a flat line says nothing, and a held position's leverage drifts
     values, _ = policy_values(results, config)
     return policy_cls.target_gross(values, horizon)
-
-
-def _policy_class(kind: Any) -> type[Policy] | None:
-    """The registered policy class of a saved config's kind (None for kinds this process lacks)."""
-    return POLICIES.get(kind) if isinstance(kind, str) and kind in POLICIES else None
 
 
 def plot_growth_vs_leverage(results: dict[str, Any] | None, path: Path) -> Path | None:
@@ -258,7 +253,7 @@ def plot_growth_vs_leverage(results: dict[str, Any] | None, path: Path) -> Path 
     if scale is None or growth is None or scale.shape != growth.shape or scale.ndim != 1:
         return None
     kind = ((results or {}).get("config") or {}).get("policy", {}).get("kind", "constant")
-    policy_cls = _policy_class(kind)
+    policy_cls = policy_class(kind)
     gross = _array(profile.get("gross_leverage"))
     # A static policy's gross leverage is its leverage; other policies' vary in time: use the scale.
     on_leverage = (
@@ -412,7 +407,7 @@ def sweep_leverage(inputs: RunInputs) -> tuple[np.ndarray, str] | None:
     if table is None:
         return None
     groups = _policy_groups(list(table.columns))
-    policy_cls = _policy_class((inputs.config.get("policy") or {}).get("kind"))
+    policy_cls = policy_class((inputs.config.get("policy") or {}).get("kind"))
 
     def col(name: str) -> np.ndarray:
         return np.asarray([num(v) for v in table[name]], float)
