@@ -68,6 +68,25 @@ class ConvexForm:
 
 
 @dataclass(frozen=True)
+class TailForm:
+    """A quantile statistic of weighted loss atoms, so it can be computed exactly in a stream.
+
+    Attributes:
+        atoms: ``(outcome, ctx, **options) -> (losses, weights)``: the paths' loss atoms and their
+            probabilities (options without ``level``): arrays of length k × paths, atom i
+            belonging to path i mod paths (k atoms per path; weights in any common scale).
+        statistic: ``"var"`` (the smallest loss whose cumulative probability reaches ``level``) or
+            ``"cvar"`` (Rockafellar–Uryasev expected shortfall at ``level``).
+
+    :mod:`levopt.objectives.streaming` finds the quantile by regenerating the atoms in a second pass
+    (see there), so memory stays bounded whatever the path count.
+    """
+
+    atoms: Callable[..., tuple[Array, Array]]
+    statistic: Literal["var", "cvar"]
+
+
+@dataclass(frozen=True)
 class Metric:
     """One catalogue entry (see the module docstring).
 
@@ -84,6 +103,7 @@ class Metric:
             (a constraint on parameters rather than on outcomes), or None.
         not_convex: why the convex layer cannot use it and what to use instead.
         example: options to exercise it with (the conformance tests run every metric with them).
+        tail: for a quantile statistic of loss atoms, its :class:`TailForm` (streamed exactly).
     """
 
     name: str
@@ -96,6 +116,7 @@ class Metric:
     weights_fn: Callable[..., Array] | None = None
     not_convex: str | None = None
     example: tuple[tuple[str, Any], ...] = ()
+    tail: TailForm | None = None
 
     def __post_init__(self) -> None:
         if self.fn is None and self.convex is None and self.weights_fn is None:
@@ -203,6 +224,7 @@ def objective(
     aggregate: Literal["mean", "statistic", "auto"] = "auto",
     convex: ConvexForm | None = None,
     not_convex: str | None = None,
+    tail: TailForm | None = None,
 ) -> Callable[[Callable[..., Array]], Callable[..., Array]]:
     """Register ``fn(outcome, ctx, **options)`` as a metric usable in configs and objectives.
 
@@ -225,6 +247,7 @@ def objective(
                 convex,
                 None,
                 not_convex,
+                tail=tail,
             )
         )
         return fn

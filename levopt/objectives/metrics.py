@@ -25,7 +25,7 @@ from pydantic import Field
 from scipy.special import logsumexp
 
 from levopt.engine import Outcome
-from levopt.objectives._base import Context, ConvexForm, Metric, objective, register_metric
+from levopt.objectives._base import Context, ConvexForm, Metric, TailForm, objective, register_metric
 
 Level = Annotated[float, Field(gt=0, lt=1)]
 Returns = Literal["log", "simple"]
@@ -154,6 +154,7 @@ def weighted_var(losses: Array, weights: Array, level: float) -> Array:
     aggregate="statistic",
     not_convex="value-at-risk is not convex in the weights; use {metric: cvar} (CVaR >= VaR, its tightest "
     "convex upper bound)",
+    tail=TailForm(lambda o, ctx, returns="log": loss_atoms(o, ctx, returns), "var"),
 )
 def value_at_risk(o: Outcome, ctx: Context, level: Level = 0.95, returns: Returns = "log") -> Array:
     """Value-at-risk at ``level`` of the loss -log(W_T/W_0) (or -(W_T/W_0 - 1) with simple returns)."""
@@ -189,6 +190,7 @@ def _cvar_value(v: Any, level: float = 0.95, returns: Returns = "log") -> float:
     unit="pct",
     aggregate="statistic",
     convex=ConvexForm(_cvar_expression, _cvar_value),
+    tail=TailForm(lambda o, ctx, returns="log": loss_atoms(o, ctx, returns), "cvar"),
 )
 def conditional_value_at_risk(
     o: Outcome, ctx: Context, level: Level = 0.95, returns: Returns = "log"
