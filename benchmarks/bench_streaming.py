@@ -41,7 +41,7 @@ def config(paths: int, steps: int, chunk_size: int, precision: str) -> dict[str,
         "precision": precision,
         "chunk_size": chunk_size,
         "model": {"kind": "gbm", "mu": 0.0, "sigma": 0.6},
-        "market": {"maintenance_margin": 0.005, "funding_rate": 0.1, "liquidation_fee": 0.005},
+        "market": {"maintenance_margin": 0.005, "funding_rate": 0.1, "liquidation_fee": 0.002},
         "policy": {"kind": "constant", "leverage": 2.0, "rebalance": "never"},
     }
 

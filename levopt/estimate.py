@@ -6,9 +6,10 @@ reduced on the host to a mergeable partial (:mod:`levopt.objectives.streaming`);
 chunk order within a task and in task order across tasks. The partition depends on ``paths`` and
 ``chunk_size`` only, so one device, several devices and Ray workers give bit-identical numbers.
 
-Quantile metrics (VaR, CVaR) need a second pass over the atoms of one histogram bin: runs whose
-reduced chunks fit in :data:`RETAIN_BYTES` keep them and re-read them; larger runs regenerate the
-chunks from their counter-based keys (same numbers, twice the simulation).
+Quantile metrics (VaR, CVaR) come from the same pass (atoms kept in a window around the quantile);
+only if a quantile falls outside its window do further passes run, re-reading the reduced chunks
+when they fit in :data:`RETAIN_BYTES` and otherwise regenerating them from their counter-based keys
+(same numbers).
 """
 
 from __future__ import annotations
@@ -28,7 +29,6 @@ from levopt.engine import BLOCK, simulate_chunk
 from levopt.engine.simulate import plan_chunks
 from levopt.errors import ConfigError, LevoptError
 from levopt.objectives import (
-    STDERR_BATCHES,
     Context,
     MetricSpecs,
     evaluate_metrics,
@@ -36,14 +36,13 @@ from levopt.objectives import (
     thaw_specs,
 )
 from levopt.objectives.streaming import (
-    GroupPartial,
     Moments,
-    PassRequest,
     StreamPlan,
     TailSearch,
+    WindowRequest,
     chunk_arrays,
-    merge_partials,
-    reduce_atoms,
+    merge_tail,
+    reduce_tail,
     stream_plan,
 )
 from levopt.policies import Policy
@@ -143,6 +142,8 @@ class HostChunk:
 
     means: dict[str, np.ndarray]
     tails: list[tuple[np.ndarray, np.ndarray, np.ndarray]]
+    first: int  # the chunk's first path
+    count: int  # its paths, padding excluded
 
     @property
     def nbytes(self) -> int:
@@ -160,7 +161,7 @@ def _to_host(job: Job, chunk: int, arrays: Any) -> HostChunk:
         local = np.arange(ell.size) % job.chunk_paths
         keep = (local < valid) & (w > 0)
         host_tails.append((ell[keep], w[keep], first + local[keep]))
-    return HostChunk(host_means, host_tails)
+    return HostChunk(host_means, host_tails, first, valid)
 
 
 class ChunkRunner:
@@ -213,33 +214,32 @@ class Partial:
     and, per tail search, the groups' partials."""
 
     means: dict[str, Moments] | None
-    tails: list[dict[int, GroupPartial]]
+    tails: list[Any]
 
     def merge(self, other: Partial) -> Partial:
         means = None
         if self.means is not None:
             means = {k: m.merge(other.means[k]) for k, m in self.means.items()}
-        return Partial(means, [merge_partials(a, b) for a, b in zip(self.tails, other.tails, strict=True)])
+        return Partial(means, [merge_tail(a, b) for a, b in zip(self.tails, other.tails, strict=True)])
 
 
-def reduce_chunk(job: Job, chunk: HostChunk, requests: Sequence[PassRequest], with_means: bool) -> Partial:
-    group_size = max(job.paths // STDERR_BATCHES, 1)
+def reduce_chunk(job: Job, chunk: HostChunk, requests: Sequence[Any], with_means: bool) -> Partial:
     means = {k: Moments.of(v) for k, v in chunk.means.items()} if with_means else None
     tails = [
-        reduce_atoms(req, ell, w, idx, group_size)
+        reduce_tail(req, ell, w, idx, job.paths, chunk.first, chunk.count)
         for req, (ell, w, idx) in zip(requests, chunk.tails, strict=True)
     ]
     return Partial(means, tails)
 
 
 def _empty(n_tails: int, with_means: bool, labels: Sequence[str]) -> Partial:
-    return Partial({k: Moments() for k in labels} if with_means else None, [{} for _ in range(n_tails)])
+    return Partial({k: Moments() for k in labels} if with_means else None, [None] * n_tails)
 
 
 def run_task(
     job: Job,
     chunks: Sequence[int],
-    requests: Sequence[PassRequest],
+    requests: Sequence[Any],
     with_means: bool,
     labels: Sequence[str],
     devices: Sequence[Any] | None = None,
@@ -280,7 +280,7 @@ class LocalBackend:
     def pilot(self) -> HostChunk:
         return next(self._chunks([0]))[1]
 
-    def run_pass(self, requests: Sequence[PassRequest], with_means: bool) -> Partial:
+    def run_pass(self, requests: Sequence[Any], with_means: bool) -> Partial:
         # Chunks stream through the devices across task boundaries; partials merge as in run_task.
         tasks = self.job.tasks()
         stream = self._chunks([c for task in tasks for c in task])
@@ -334,7 +334,7 @@ class RayBackend:
     def pilot(self) -> HostChunk:
         return self._get([self.ray.remote(_ray_pilot).remote(self.job_ref)])[0]
 
-    def run_pass(self, requests: Sequence[PassRequest], with_means: bool) -> Partial:
+    def run_pass(self, requests: Sequence[Any], with_means: bool) -> Partial:
         refs = [
             self.task.remote(self.job_ref, list(task), list(requests), with_means, self.labels)
             for task in self.job.tasks()
@@ -345,7 +345,7 @@ class RayBackend:
         return total
 
 
-def _ray_task(job: Job, chunks: list[int], requests: list[PassRequest], with_means: bool, labels: list[str]):
+def _ray_task(job: Job, chunks: list[int], requests: list[Any], with_means: bool, labels: list[str]):
     with jax.enable_x64(True):
         return run_task(job, chunks, requests, with_means, labels, devices=jax.devices()[:1])
 
@@ -386,12 +386,15 @@ def estimate(
     executor: str = "local",
     address: str | None = None,
     devices: Sequence[Any] | None = None,
+    info: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """``{"metrics", "stderr"}`` of the config's metrics (plus ``extra``) on ``problem.cfg.paths``
     paths drawn from ``key``, in memory bounded by ``chunk_size`` (see the module docstring).
 
     Metrics that need every outcome at once (user statistics without a
-    :class:`~levopt.objectives.TailForm`) are computed in memory instead.
+    :class:`~levopt.objectives.TailForm`) are computed in memory instead. ``info``, if given,
+    receives ``passes`` (simulations of the paths: 1 unless a quantile fell outside its window and
+    the chunks were not kept), ``chunks`` and ``devices``.
     """
     check_executor(executor, address)
     specs, _ = report_specs(problem.cfg, extra or {})
@@ -404,27 +407,38 @@ def estimate(
     backend = (
         RayBackend(job, plan.means, address) if executor == "ray" else LocalBackend(job, plan.means, devices)
     )
+    info = {} if info is None else info
+    info.update(chunks=job.n_chunks, devices=len(devices or jax.devices()) if executor == "local" else None)
     try:
-        return _passes(job, plan, specs, backend)
+        return _passes(job, plan, specs, backend, info)
     finally:
         if isinstance(backend, RayBackend):
             backend.close()
 
 
-def _passes(job: Job, plan: StreamPlan, specs: MetricSpecs, backend: Any) -> dict[str, Any]:
+def _passes(
+    job: Job, plan: StreamPlan, specs: MetricSpecs, backend: Any, info: dict[str, Any]
+) -> dict[str, Any]:
+    """One pass for everything (the quantiles from windows around the pilot's); further
+    histogram passes only for a quantile that fell outside its window."""
     searches = [TailSearch(level, job.paths) for _, _, level in plan.tails.values()]
+    requests: list[Any] = []
     if searches:
         pilot = backend.pilot()
-        pilot_paths = min(job.chunk_paths, job.paths)
         for search, (ell, w, _) in zip(searches, pilot.tails, strict=True):
-            search.start(ell, w, pilot_paths)
-    first = backend.run_pass([s.request() for s in searches], with_means=True)
-    for search, parts in zip(searches, first.tails, strict=True):
-        search.resolve(parts)
+            requests.append(WindowRequest.from_pilot(ell, w, search.level, pilot.count))
+    first = backend.run_pass(requests, with_means=True)
+    info["passes"] = 1
+    for search, windows in zip(searches, first.tails, strict=True):
+        search.adopt(windows)
+    if not all(s.done for s in searches):
+        for search, (ell, w, _) in zip(searches, pilot.tails, strict=True):
+            search.start(ell, w, pilot.count)
     for _ in range(MAX_PASSES):
         if all(s.done for s in searches):
             break
         more = backend.run_pass([s.request() for s in searches], with_means=False)
+        info["passes"] += 0 if getattr(backend, "kept", None) else 1
         for search, parts in zip(searches, more.tails, strict=True):
             search.resolve(parts)
     else:  # pragma: no cover - each pass divides the interval by REFINE_BINS

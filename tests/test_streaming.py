@@ -22,7 +22,15 @@ import levopt.estimate as estimate_mod
 import levopt.objectives.streaming as streaming
 from levopt.estimate import estimate
 from levopt.objectives import STDERR_BATCHES
-from levopt.objectives.streaming import Moments, TailSearch, merge_partials, reduce_atoms
+from levopt.objectives.streaming import (
+    Moments,
+    TailSearch,
+    WindowRequest,
+    merge_partials,
+    merge_tail,
+    reduce_atoms,
+    reduce_tail,
+)
 from levopt.problem import STREAM_PATHS
 from levopt.runner import build
 
@@ -54,6 +62,64 @@ def _search(losses, weights, paths, level, chunk=1000):
         passes += 1
     assert k >= 1
     return search, passes
+
+
+@pytest.mark.parametrize("cap", [1 << 15, 64])
+@pytest.mark.parametrize("level", [0.5, 0.95, 0.99])
+def test_single_pass_windows_equal_full_sort(level, cap, monkeypatch):
+    """Windows around the pilot's quantile, narrowed as paths arrive (often, with a small cap),
+    give the exact VaR and CVaR of every group."""
+    monkeypatch.setattr(streaming, "WINDOW_CAP", cap)
+    rng = np.random.default_rng(4)
+    paths = 20_000
+    ell = np.concatenate([rng.standard_t(3, size=paths), np.full(paths, 4.0)])
+    w = np.concatenate([np.full(paths, 0.95), rng.uniform(0, 0.1, paths)])
+    w[rng.integers(0, 2 * paths, 300)] = 0.0
+    keep = w > 0
+    search = _windowed_kept(ell, w, paths, level)
+    assert search.done
+    var, cvar = _reference_var_cvar(ell[keep], w[keep], level)
+    assert search.value("var") == var
+    assert search.value("cvar") == pytest.approx(cvar, rel=1e-12)
+    n = paths // STDERR_BATCHES
+    groups = [
+        _reference_var_cvar(*[a[np.tile((np.arange(paths) // n) == g, 2) & keep] for a in (ell, w)], level)
+        for g in range(STDERR_BATCHES)
+    ]
+    assert search.stderr("cvar") == pytest.approx(
+        np.std([g[1] for g in groups], ddof=1) / math.sqrt(20), rel=1e-9
+    )
+
+
+def _windowed_kept(ell, w, paths, level, pilot=None):
+    # Zero-weight atoms are dropped before reduction, as levopt.estimate does.
+    path_of = np.arange(ell.size) % paths
+    keep = w > 0
+    request_src = pilot if pilot is not None else (ell[(path_of < 1000) & keep], w[(path_of < 1000) & keep])
+    request = WindowRequest.from_pilot(*request_src, level, 1000)
+    acc = None
+    for start in range(0, paths, 1000):
+        sel = (path_of >= start) & (path_of < start + 1000) & keep
+        acc = merge_tail(acc, reduce_tail(request, ell[sel], w[sel], path_of[sel], paths, start, 1000))
+    search = TailSearch(level, paths)
+    search.adopt(acc)
+    return search
+
+
+def test_window_that_misses_the_quantile_falls_back_to_exact_passes():
+    """A pilot from elsewhere puts the window in the wrong place: the single pass resolves nothing
+    and the histogram passes still find the exact quantile."""
+    rng = np.random.default_rng(5)
+    paths = 10_000
+    ell, w = rng.normal(size=paths), np.ones(paths)
+    search = _windowed_kept(ell, w, paths, 0.95, pilot=(rng.normal(3.0, 0.1, 1000), np.ones(1000)))
+    assert not search.done
+    search.start(ell[:1000], w[:1000], 1000)
+    while not search.done:
+        search.resolve(reduce_atoms(search.request(), ell, w, np.arange(paths), paths // STDERR_BATCHES))
+    var, cvar = _reference_var_cvar(ell, w, 0.95)
+    assert search.value("var") == var
+    assert search.value("cvar") == pytest.approx(cvar, rel=1e-12)
 
 
 def test_moments_merge_equals_numpy():

@@ -9,25 +9,31 @@ Means (``aggregate="mean"``) are running moments :class:`Moments` (count, mean, 
 deviations), merged with Chan, Golub and LeVeque's pairwise update, so the standard error
 sqrt(M2 / (n - 1)) / sqrt(n) needs no second pass and is numerically stable.
 
-Quantile statistics (a :class:`~levopt.objectives.TailForm`: VaR and CVaR of loss atoms) are found
-*exactly* by regenerating the atoms from their counter-based keys in further passes:
+Quantile statistics (a :class:`~levopt.objectives.TailForm`: VaR and CVaR of loss atoms) are
+*exact*, in one pass in all but rare cases:
 
-1. A pilot chunk fixes histogram edges around the level's quantile (its atoms whose cumulative
-   probability lies within a few binomial standard errors of the level).
-2. Pass 1 histograms every atom: weight, weighted loss, count, min and max per bin. The bin where
-   the cumulative weight reaches ``level`` holds the quantile; the weight below it and the weight
-   and weighted loss above it are now known exactly.
-3. Pass 2 collects the atoms of that bin alone (a few thousand at 10⁸ paths) and sorts them: the
-   quantile a is the first atom whose cumulative weight reaches ``level`` (as
-   :func:`levopt.objectives.metrics.weighted_var` on all atoms at once) and
-   CVaR = a + [Σ_above w (ℓ − a) + Σ_bin w (ℓ − a)_+] / (W (1 − level)) (Rockafellar–Uryasev at its
-   minimizer, as :func:`levopt.objectives.metrics.conditional_value_at_risk`).
+1. A pilot chunk gives a window [lo, hi) of losses around the level's quantile: the pilot's atoms
+   whose cumulative probability lies within :data:`PILOT_SPREAD` binomial standard errors of the
+   level (:class:`WindowRequest`).
+2. The pass keeps every atom inside the window and only sums the rest: the weight below, the weight
+   and weighted loss above (:class:`Window`). Windows merge by intersection and narrow as paths
+   arrive to the same number of standard errors of the paths seen, so O(sqrt(paths)) atoms are kept.
+3. If the final quantile lies inside the window it is found exactly: the first kept atom whose
+   cumulative weight (from the weight below) reaches ``level`` (as
+   :func:`levopt.objectives.metrics.weighted_var` on all atoms at once), and
+   CVaR = a + [Σ_above w (ℓ − a) + Σ_window w (ℓ − a)_+] / (W (1 − level)) (Rockafellar–Uryasev at
+   its minimizer, as :func:`levopt.objectives.metrics.conditional_value_at_risk`).
+4. Otherwise (the quantile left the window: a many-standard-error event, or a pilot of another
+   sample) :class:`TailSearch` finds it exactly in further passes that regenerate the atoms from
+   their counter-based keys: a histogram on edges from the pilot gives the bin holding the
+   quantile, the weight below it and the weight and weighted loss above it; a second pass collects
+   that bin's atoms. A bin with more atoms than :data:`COLLECT_CAP` is subdivided in another
+   histogram pass (each divides its width by :data:`REFINE_BINS`); a bin whose atoms all tie is
+   resolved at once.
 
-A bin with more atoms than :data:`COLLECT_CAP` is subdivided in another histogram pass (each divides
-its width by :data:`REFINE_BINS`); a bin whose atoms all tie is resolved at once. The standard error
-comes from batch means, as in memory: the statistic on ``STDERR_BATCHES`` contiguous groups of
-paths (group g holds paths [g n, (g + 1) n), n = paths // groups), each group searched alongside the
-whole sample.
+The standard error comes from batch means, as in memory: the statistic on ``STDERR_BATCHES``
+contiguous groups of paths (group g holds paths [g n, (g + 1) n), n = paths // groups), each
+group searched alongside the whole sample.
 
 References:
     T. F. Chan, G. H. Golub, R. J. LeVeque, "Algorithms for computing the sample variance",
@@ -38,8 +44,8 @@ References:
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import jax
@@ -49,6 +55,8 @@ import numpy as np
 from levopt.engine import Outcome
 from levopt.objectives._base import STDERR_BATCHES, Context, MetricSpecs, get_metric, hashable
 
+WINDOW_CAP = 1 << 15
+"""Atoms one group's window may hold before it is narrowed."""
 COLLECT_CAP = 1 << 18
 """Most atoms one group's quantile bin may hold to be collected; more are subdivided first."""
 REFINE_BINS = 4096
@@ -159,6 +167,173 @@ class Moments:
         return math.sqrt(self.m2 / (self.n - 1) / self.n) if self.n > 1 else math.nan
 
 
+# --- exact quantiles in one pass: a window around the quantile --------------------------------
+
+
+@dataclass
+class Window:
+    """One group's atoms near its quantile, with the weight below and the weight and weighted loss
+    above (a mergeable partial: the single-pass method of the module docstring).
+
+    Atoms in [lo, hi) are kept; the others only add to the sums. Merging intersects the windows;
+    :meth:`shrink` narrows a full window to :data:`PILOT_SPREAD` binomial standard errors of the
+    paths seen around the level, so the kept atoms number O(sqrt(paths)), at most
+    :data:`WINDOW_CAP` between shrinks.
+    """
+
+    level: float
+    lo: float
+    hi: float
+    below: float = 0.0
+    above_w: float = 0.0
+    above_wl: float = 0.0
+    total: float = 0.0
+    paths: int = 0
+    losses: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    weights: np.ndarray = field(default_factory=lambda: np.zeros(0))
+
+    @classmethod
+    def of(cls, request: WindowRequest, losses: np.ndarray, weights: np.ndarray, paths: int) -> Window:
+        win = cls(request.level, -math.inf, math.inf, total=float(np.sum(weights)), paths=paths)
+        return replace(win, losses=losses, weights=weights).restrict(request.lo, request.hi)
+
+    def restrict(self, lo: float, hi: float) -> Window:
+        """The same atoms with the window narrowed to [lo, hi)."""
+        low, high = self.losses < lo, self.losses >= hi
+        inside = ~(low | high)
+        w_high = self.weights[high]
+        return Window(
+            self.level,
+            lo,
+            hi,
+            self.below + float(np.sum(self.weights[low])),
+            self.above_w + float(np.sum(w_high)),
+            self.above_wl + float(np.sum(w_high * self.losses[high])),
+            self.total,
+            self.paths,
+            self.losses[inside],
+            self.weights[inside],
+        )
+
+    def merge(self, other: Window) -> Window:
+        lo, hi = max(self.lo, other.lo), min(self.hi, other.hi)
+        a, b = self.restrict(lo, hi), other.restrict(lo, hi)
+        merged = Window(
+            self.level,
+            lo,
+            hi,
+            a.below + b.below,
+            a.above_w + b.above_w,
+            a.above_wl + b.above_wl,
+            a.total + b.total,
+            a.paths + b.paths,
+            np.concatenate([a.losses, b.losses]),
+            np.concatenate([a.weights, b.weights]),
+        )
+        return merged.shrink() if merged.losses.size > WINDOW_CAP else merged
+
+    def shrink(self) -> Window:
+        """Tied losses pooled, and the window narrowed around the level's quantile so far."""
+        level = self.level
+        if self.total <= 0 or self.losses.size == 0:
+            return self
+        losses, inverse = np.unique(self.losses, return_inverse=True)
+        weights = np.bincount(inverse, self.weights, losses.size)
+        frac = (self.below + np.cumsum(weights)) / self.total
+        half = PILOT_SPREAD * math.sqrt(level * (1 - level) / max(self.paths, 1)) + 4.0 / max(self.paths, 1)
+        start = min(int(np.searchsorted(frac, level - half)), losses.size - 1)
+        stop = int(np.searchsorted(frac, level + half, side="right")) + 1
+        lo = max(self.lo, float(losses[start]))
+        hi = min(self.hi, float(losses[stop])) if stop < losses.size else self.hi
+        pooled = replace(self, losses=losses, weights=weights)
+        return pooled.restrict(lo, max(hi, float(np.nextafter(lo, np.inf))))
+
+    def quantile(self) -> tuple[float, float] | None:
+        """(VaR, Σ_inside w (ℓ − VaR)_+) when the quantile lies in the window, else None."""
+        level = self.level
+        order = np.argsort(self.losses, kind="stable")
+        losses, weights = self.losses[order], self.weights[order]
+        cum = self.below + np.cumsum(weights)
+        target = level * self.total
+        if losses.size == 0 or self.below >= target or cum[-1] < target:
+            return None
+        a = float(losses[int(np.searchsorted(cum, target))])
+        return a, float(np.sum(weights * np.maximum(losses - a, 0.0)))
+
+
+@dataclass(frozen=True)
+class WindowRequest:
+    """The single pass's request for one tail search: keep the atoms in [lo, hi) (the pilot's)."""
+
+    level: float
+    lo: float
+    hi: float
+
+    @classmethod
+    def from_pilot(
+        cls, losses: np.ndarray, weights: np.ndarray, level: float, pilot_paths: int
+    ) -> WindowRequest:
+        """The pilot's losses whose cumulative probability is within :data:`PILOT_SPREAD` binomial
+        standard errors of the level (the whole real line when the pilot has no atom)."""
+        keep = weights > 0
+        if not np.any(keep):
+            return cls(level, -math.inf, math.inf)
+        win = Window(level, -math.inf, math.inf, total=float(np.sum(weights[keep])), paths=pilot_paths)
+        win = replace(win, losses=losses[keep], weights=weights[keep]).shrink()
+        return cls(level, win.lo, win.hi)
+
+
+def window_atoms(
+    request: WindowRequest,
+    losses: np.ndarray,
+    weights: np.ndarray,
+    path_index: np.ndarray,
+    paths: int,
+    first: int,
+    count: int,
+) -> list[Window | None]:
+    """One chunk's atoms (of paths ``first`` to ``first + count - 1``) as windows for the whole
+    sample (group 0) and each batch group it meets (None for the groups it does not meet)."""
+    group_size = paths // STDERR_BATCHES
+    n_groups = 1 + (STDERR_BATCHES if group_size >= 2 else 0)
+    out: list[Window | None] = [None] * n_groups
+    out[0] = Window.of(request, losses, weights, count)
+    if n_groups > 1:
+        batch = path_index // group_size + 1
+        for g in range(first // group_size + 1, min((first + count - 1) // group_size + 1, n_groups - 1) + 1):
+            members = min(first + count, g * group_size) - max(first, (g - 1) * group_size)
+            sel = batch == g
+            out[g] = Window.of(request, losses[sel], weights[sel], members)
+    return out
+
+
+def merge_windows(a: list[Window | None], b: list[Window | None]) -> list[Window | None]:
+    return [x if y is None else y if x is None else x.merge(y) for x, y in zip(a, b, strict=True)]
+
+
+def reduce_tail(
+    request: WindowRequest | PassRequest,
+    losses: np.ndarray,
+    weights: np.ndarray,
+    path_index: np.ndarray,
+    paths: int,
+    first: int,
+    count: int,
+) -> Any:
+    """One chunk's atoms reduced for one tail search: windows in the single pass, group partials in
+    the histogram passes."""
+    if isinstance(request, WindowRequest):
+        return window_atoms(request, losses, weights, path_index, paths, first, count)
+    return reduce_atoms(request, losses, weights, path_index, max(paths // STDERR_BATCHES, 1))
+
+
+def merge_tail(a: Any, b: Any) -> Any:
+    """Merge two :func:`reduce_tail` results (None is the empty one)."""
+    if a is None or b is None:
+        return b if a is None else a
+    return merge_windows(a, b) if isinstance(a, list) else merge_partials(a, b)
+
+
 # --- exact quantiles in passes ------------------------------------------------------------------
 
 
@@ -256,6 +431,18 @@ class TailSearch:
     @property
     def done(self) -> bool:
         return all(s.quantile is not None for s in self.searches)
+
+    def adopt(self, windows: Sequence[Window | None]) -> None:
+        """Resolve the groups whose single-pass window holds their quantile; the others are left
+        to the histogram passes (:meth:`start`, :meth:`request`, :meth:`resolve`)."""
+        for s, win in zip(self.searches, windows, strict=True):
+            if win is None:
+                continue
+            s.total = win.total
+            found = win.quantile()
+            if found is not None:
+                s.quantile, s.inside = found
+                s.above_w, s.above_wl = win.above_w, win.above_wl
 
     def request(self) -> PassRequest:
         modes = [
