@@ -144,13 +144,18 @@ def numpy_model(m: dict[str, Any]) -> ne.GBM | ne.Garch:
     return ne.Garch(m["mu"], m["omega"], m["alpha"], m["beta"], m.get("gamma", 0.0), m.get("nu"))
 
 
-def numpy_noise_from_engine(noise: Any, paths: int) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
-    """``draw_noise``'s ``(steps, paths, ...)`` output as the reference's ``(paths, steps)`` arrays."""
+def numpy_noise_from_engine(
+    noise: Any, paths: int, nu: float | None = None
+) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
+    """``draw_noise``'s ``(steps, paths, ...)`` output as the reference's ``(paths, steps)`` arrays
+    (Student-t noise as (t, 1), with t = cos(theta) sqrt(nu expm1(2E / nu)))."""
+    if isinstance(noise, dict) and "exponential" in noise:
+        cos = np.asarray(noise["direction"])[..., 0].T[:paths]
+        e = np.asarray(noise["exponential"])[..., 0].T[:paths]
+        t = np.ascontiguousarray(cos * np.sqrt(nu * np.expm1(2 * e / nu)))
+        return t, np.ones_like(t)
     if isinstance(noise, dict):
-        z = np.ascontiguousarray(np.asarray(noise["z"])[..., 0].T[:paths])
-        if "w" in noise:
-            return z, np.ascontiguousarray(np.asarray(noise["w"]).T[:paths])
-        return z
+        return np.ascontiguousarray(np.asarray(noise["z"])[..., 0].T[:paths])
     return np.ascontiguousarray(np.asarray(noise)[..., 0].T[:paths])
 
 
@@ -217,7 +222,7 @@ def bench_gradient(
     row["grad_modes_max_abs_diff"] = float(np.max(np.abs(grads["given"] - grads["drawn"])))
 
     # Central finite differences of the numpy reference on the same shocks.
-    np_noise = numpy_noise_from_engine(noise, paths)
+    np_noise = numpy_noise_from_engine(noise, paths, MODELS[model].get("nu"))
     ref_model, market = numpy_model(MODELS[model]), ne.Market(**MARKET)
 
     def f_np(w: np.ndarray) -> float:

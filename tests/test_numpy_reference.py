@@ -131,7 +131,7 @@ def numpy_model(model: dict) -> ne.GBM | ne.Garch:
 def engine_noise(
     model, key: jax.Array, paths: int, steps: int, dtype
 ) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
-    """The engine's random numbers as ``(paths, steps)`` arrays: z, or (z, w) for Student-t GARCH.
+    """The engine's random numbers as ``(paths, steps)`` arrays: z, or (t, 1) for Student-t GARCH.
 
     Path p at step t is row p % BLOCK of ``model.noise(fold_in(fold_in(key, p // BLOCK), t), BLOCK)``.
     """
@@ -144,8 +144,13 @@ def engine_noise(
 
     noise = jax.jit(jax.vmap(one_step))(jnp.arange(steps))
     flat = jax.tree.map(lambda a: np.asarray(a).reshape(steps, n_blocks * BLOCK, -1)[..., 0].T[:paths], noise)
+    if isinstance(flat, dict) and "exponential" in flat:
+        # Student-t: T = cos(theta) sqrt(nu expm1(2E / nu)), fed to the reference as z with w = 1.
+        nu = float(model.nu)
+        t = flat["direction"] * np.sqrt(nu * np.expm1(2 * flat["exponential"] / nu))
+        return t, np.ones_like(t)
     if isinstance(flat, dict):
-        return (flat["z"], flat["w"]) if "w" in flat else flat["z"]
+        return flat["z"]
     return flat
 
 

@@ -22,6 +22,7 @@ from levopt.paths._base import (
     nonneg,
     register_model,
 )
+from levopt.paths._student_t import student_t, student_t_noise
 
 
 class GarchConfig(ModelConfig):
@@ -61,44 +62,6 @@ class GarchConfig(ModelConfig):
         return self
 
 
-@jax.custom_jvp
-def standard_gamma(key: Array, a: Array) -> Array:
-    """Gamma(a, 1) draws for shapes a >= 1, elementwise (Marsaglia & Tsang 2000).
-
-    Whole arrays of proposals per round, repeated only while some element is still rejected
-    (acceptance >= 95% for a >= 1): several times faster on CPU than ``jax.random.gamma``, which
-    runs a loop per element. Differentiable in ``a`` by implicit reparameterization (the same
-    derivative ``jax.random.gamma`` uses).
-
-    Reference: G. Marsaglia, W. Tsang, "A simple method for generating gamma variables",
-    ACM TOMS 26 (2000).
-    """
-    d = a - 1.0 / 3.0
-    c = 1.0 / jnp.sqrt(9.0 * d)
-
-    def rejected_somewhere(state):
-        return ~jnp.all(state[2])
-
-    def propose(state):
-        i, out, done = state
-        kx, ku = jax.random.split(jax.random.fold_in(key, i))
-        x = jax.random.normal(kx, a.shape, a.dtype)
-        u = jax.random.uniform(ku, a.shape, a.dtype, minval=jnp.finfo(a.dtype).tiny)
-        v = (1.0 + c * x) ** 3
-        accept = (v > 0) & (jnp.log(u) < 0.5 * x**2 + d - d * v + d * jnp.log(jnp.where(v > 0, v, 1.0)))
-        return i + 1, jnp.where(~done & accept, d * v, out), done | accept
-
-    start = (jnp.zeros((), jnp.int32), jnp.zeros_like(a), jnp.zeros(a.shape, bool))
-    return jax.lax.while_loop(rejected_somewhere, propose, start)[1]
-
-
-@standard_gamma.defjvp
-def _standard_gamma_jvp(primals, tangents):
-    key, a = primals
-    x = standard_gamma(key, a)
-    return x, jax.lax.random_gamma_grad(a, x) * tangents[1]
-
-
 @register_model("garch")
 class Garch(PathModel):
     r"""GARCH(1,1) / GJR-GARCH on per-step log-returns.
@@ -114,8 +77,10 @@ class Garch(PathModel):
     policies that read the model's drift see that value. Shocks are
     standard normal or Student-t scaled by sqrt((nu-2)/nu) to unit variance; with several assets
     they are correlated by ``corr`` (constant conditional correlation, a common chi-square mixing
-    variable for t). The process starts at the unconditional variance omega / (1 - alpha - beta -
-    gamma/2) unless ``h0`` is given.
+    variable for t, drawn without rejection: :mod:`levopt.paths._student_t`). The t noise does not
+    depend on ``nu``, so noise drawn once keeps its pathwise derivative in ``nu``. The process
+    starts at the unconditional variance omega / (1 - alpha - beta - gamma/2) unless ``h0`` is
+    given.
 
     References: T. Bollerslev (1986); L. Glosten, R. Jagannathan, D. Runkle (1993).
     """
@@ -164,21 +129,22 @@ class Garch(PathModel):
         return self.omega / (1 - self.alpha - self.beta - self.gamma / 2)
 
     def noise(self, key: Array, n: int, dtype: Any) -> dict[str, Array]:
-        kz, kw = jax.random.split(key)
-        out = {"z": jax.random.normal(kz, (n, self.n_assets), dtype)}
         if self.dist == "t":
-            # w ~ chi2(nu)/nu, the mixing variable of the Student-t (shared by all assets).
-            # `self.nu` is a scalar, or (n,) when each path carries its own parameter draw.
-            half_nu = jnp.broadcast_to(jnp.asarray(self.nu / 2, dtype), (n,))
-            out["w"] = standard_gamma(kw, half_nu) / half_nu
-        return out
+            # Inputs of a multivariate t shared by all assets (one mixing variable per path-step);
+            # they do not depend on nu, which enters in `standardized_shock`.
+            return student_t_noise(key, n, self.n_assets, dtype)
+        kz, _ = jax.random.split(key)  # the normal model's stream as it always was
+        return {"z": jax.random.normal(kz, (n, self.n_assets), dtype)}
 
     def standardized_shock(self, noise: dict[str, Array]) -> Array:
-        """Unit-variance shock of one path from its noise."""
-        z = self.corr_chol @ noise["z"]
+        """``(n_assets,)`` unit-variance shock of one path from its noise.
+
+        Normal: L z. Student-t: L T sqrt((nu - 2) / nu) with T a standard multivariate t_nu drawn
+        by Bailey's method (:mod:`levopt.paths._student_t`), L = ``corr_chol``.
+        """
         if self.dist == "t":
-            z = z * jnp.sqrt((self.nu - 2) / self.nu / noise["w"])
-        return z
+            return self.corr_chol @ student_t(noise, self.nu, scale_df=self.nu - 2)
+        return self.corr_chol @ noise["z"]
 
     def init(self, dtype: Any) -> Array:
         return self.h0
