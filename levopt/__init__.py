@@ -1,7 +1,10 @@
 """levopt: leverage optimization for crypto derivatives by simulation and optimization.
 
 Importing levopt changes no global setting: JAX's 64-bit mode is enabled only inside levopt's own
-calls (see :mod:`levopt.precision`).
+calls (see :mod:`levopt.precision`), and JAX's persistent compilation cache is pointed at levopt's
+cache directory by the first of them (see :mod:`levopt.cache`; ``LEVOPT_CACHE_DIR=DIR`` moves it,
+``LEVOPT_CACHE_DIR=off`` disables it). Optional heavy dependencies (cvxpy, numpyro) are imported
+when first used.
 """
 
 __version__ = "0.1.0"

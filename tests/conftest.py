@@ -3,9 +3,15 @@
 from __future__ import annotations
 
 import copy
+import os
+import tempfile
 from pathlib import Path
 
 import pytest
+
+# A compilation cache of the test session's own: entries written by other processes (another test
+# run, a killed one) can neither leak into the numbers' timing nor warn mid-test.
+os.environ.setdefault("LEVOPT_CACHE_DIR", tempfile.mkdtemp(prefix="levopt-test-cache-"))
 
 Z = 4.0
 """Tolerance in standard errors for Monte Carlo checks: a correct implementation fails one such

@@ -14,10 +14,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pandas as pd
-from numpyro.diagnostics import effective_sample_size, split_gelman_rubin
-from numpyro.infer import init_to_median
-from numpyro.infer.hmc import hmc
-from numpyro.infer.util import initialize_model
 
 from levopt.calibrate.models import FIXABLE, estimated_params, model_function
 from levopt.data.load import (
@@ -75,6 +71,8 @@ def summarize_draws(x: np.ndarray) -> dict[str, float | None]:
         "ess": None,
     }
     if np.ptp(flat) > 0 and x.shape[1] >= 4:
+        from numpyro.diagnostics import effective_sample_size, split_gelman_rubin
+
         out["r_hat"] = float(split_gelman_rubin(x))
         out["ess"] = float(effective_sample_size(x))
     return out
@@ -131,6 +129,10 @@ def _nuts_chains(
     warmup adaptation and sampling are traced once per model structure and data length, so
     repeated calibrations (other data, seeds or fixed values) reuse the compiled program.
     """
+    # numpyro is imported when a calibration runs: `import levopt` does without its ~0.5 s import.
+    from numpyro.infer import init_to_median
+    from numpyro.infer.hmc import hmc
+    from numpyro.infer.util import initialize_model
 
     model = model_function(kind, dist, gjr)
     args = (returns, dt, scale, dict(zip(fixed_names, fixed_values, strict=True)))

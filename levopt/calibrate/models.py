@@ -36,14 +36,17 @@ References:
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import jax
 import jax.numpy as jnp
-import numpyro
-import numpyro.distributions as dist
 from jax import Array
 from jax.scipy.special import gammaln, logsumexp
+
+# numpyro is imported by the model functions, which run only when a calibration is traced:
+# `import levopt` does without its ~0.5 s import.
+if TYPE_CHECKING:
+    import numpyro.distributions as dist
 
 MAX_JUMPS = 10
 """Truncation of the Merton likelihood's Poisson mixture: at most this many jumps in one step.
@@ -75,12 +78,17 @@ FIXABLE: dict[str, tuple[str, ...]] = {
 def _param(
     name: str, prior: Callable[[], dist.Distribution], fixed: Mapping[str, float], dtype: Any
 ) -> Array:
+    import numpyro
+
     if name in fixed:
         return numpyro.deterministic(name, jnp.asarray(fixed[name], dtype))
     return numpyro.sample(name, prior())
 
 
 def _drift(scale: Array, fixed: Mapping[str, float], dtype: Any) -> Array:
+    import numpyro
+    import numpyro.distributions as dist
+
     if "mu" in fixed:
         return numpyro.deterministic("mu", jnp.asarray(fixed["mu"], dtype))
     sharpe = numpyro.sample("sharpe", dist.Normal(jnp.zeros((), dtype), SHARPE_PRIOR_SD))
@@ -89,6 +97,9 @@ def _drift(scale: Array, fixed: Mapping[str, float], dtype: Any) -> Array:
 
 def gbm_model(returns: Array, dt: float, scale: Array, fixed: Mapping[str, float] | None = None) -> None:
     r"""GBM: :math:`r_t \sim N((\mu - \sigma^2/2)\Delta, \sigma^2\Delta)` i.i.d."""
+    import numpyro
+    import numpyro.distributions as dist
+
     fixed = fixed or {}
     dtype = returns.dtype
     mu = _drift(scale, fixed, dtype)
@@ -126,6 +137,9 @@ def merton_log_density(
 
 def merton_model(returns: Array, dt: float, scale: Array, fixed: Mapping[str, float] | None = None) -> None:
     """Merton jump-diffusion with the Poisson-mixture likelihood of :func:`merton_log_density`."""
+    import numpyro
+    import numpyro.distributions as dist
+
     fixed = fixed or {}
     dtype = returns.dtype
     step_sd = scale * jnp.sqrt(dt)
@@ -176,6 +190,9 @@ def garch_model(
 
     The recursion starts at the unconditional variance, h_1 = ω / (1 − P), as the simulator does.
     """
+    import numpyro
+    import numpyro.distributions as dist
+
     fixed = fixed or {}
     dtype = returns.dtype
     mu = _drift(scale, fixed, dtype)

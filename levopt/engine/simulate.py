@@ -511,3 +511,8 @@ def simulate_returns(
     state0 = jax.vmap(lambda m: m.init(dtype), in_axes=(in_model,), axis_size=n)(path_model)
     _, x = jax.lax.scan(body, state0, jnp.arange(steps, dtype=jnp.int32))
     return jnp.swapaxes(x, 0, 1)[:paths]
+
+
+simulate_returns_jit = jax.jit(simulate_returns, static_argnames=("paths", "steps", "dt", "dtype", "n_draws"))
+""":func:`simulate_returns` compiled once per model structure, shape and setting, reused across calls
+(new keys and parameter values included): ``levopt.simulate`` calls it."""

@@ -54,9 +54,9 @@ import warnings
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any
+from types import ModuleType
+from typing import TYPE_CHECKING, Any
 
-import cvxpy as cp
 import numpy as np
 
 from levopt.engine.market import Market, MarketConfig
@@ -72,6 +72,9 @@ from levopt.optimize.scenarios import (
     steps_per_period,
 )
 
+if TYPE_CHECKING:
+    import cvxpy as cp
+
 __all__ = [
     "ConstraintReport",
     "ConvexProblem",
@@ -86,9 +89,19 @@ __all__ = [
     "steps_per_period",
 ]
 
-_OK = (cp.OPTIMAL, cp.OPTIMAL_INACCURATE)
-_INFEASIBLE = (cp.INFEASIBLE, cp.INFEASIBLE_INACCURATE)
-_UNBOUNDED = (cp.UNBOUNDED, cp.UNBOUNDED_INACCURATE)
+# cvxpy is imported where a program is built or solved, not with this module: `import levopt`
+# (and every command but a cvxpy optimization) does without its ~0.3 s import.
+
+
+def _statuses() -> tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]]:
+    """cvxpy's solve statuses: (solved, infeasible, unbounded)."""
+    import cvxpy as cp
+
+    return (
+        (cp.OPTIMAL, cp.OPTIMAL_INACCURATE),
+        (cp.INFEASIBLE, cp.INFEASIBLE_INACCURATE),
+        (cp.UNBOUNDED, cp.UNBOUNDED_INACCURATE),
+    )
 
 
 @dataclass(frozen=True)
@@ -324,22 +337,27 @@ class _Builder:
     over one (S, n) scenario set, the probabilities ``pi``, the period ``years`` and the module
     ``cp``, on which each metric's convex form builds its expression."""
 
-    cp = cp
-
     def __init__(self, scen: Scenarios, market: Any):
         self.scen = scen
-        self.w = cp.Variable(scen.n_assets, name="w")
-        self.wealth = scenario_wealth(self.w, scen, market, cp)
+        self.w = self.cp.Variable(scen.n_assets, name="w")
+        self.wealth = scenario_wealth(self.w, scen, market, self.cp)
         self._log_wealth: cp.Expression | None = None
         self.pi = scen.probabilities
         self.years = scen.years
+
+    @property
+    def cp(self) -> ModuleType:
+        """The cvxpy module."""
+        import cvxpy
+
+        return cvxpy
 
     @property
     def log_wealth(self) -> cp.Expression:
         # One expression object, so cvxpy canonicalizes log W once (one exponential cone per
         # scenario) however many metrics use it.
         if self._log_wealth is None:
-            self._log_wealth = cp.log(self.wealth)
+            self._log_wealth = self.cp.log(self.wealth)
         return self._log_wealth
 
     def expression(self, spec: _Spec) -> cp.Expression:
@@ -407,6 +425,8 @@ def _compile(problem: ConvexProblem, scen: Scenarios, market: Any, cache: Progra
     hit = cache.get(key)
     if hit is not None:
         return hit
+    import cvxpy as cp
+
     b = _Builder(scen, market)
     obj = problem._objective
     expr = b.expression(obj)
@@ -436,6 +456,8 @@ def _compile(problem: ConvexProblem, scen: Scenarios, market: Any, cache: Progra
 
 
 def _check_solver(name: str) -> None:
+    import cvxpy as cp
+
     installed = cp.installed_solvers()
     if name not in installed:
         raise ConfigError(
@@ -451,6 +473,9 @@ which a shorter step solves."""
 
 def _solve_with_retry(prob: cp.Problem, solver: str, options: dict[str, Any]) -> tuple[str | None, str]:
     """Solve; on a solver failure retry once with safer settings. Returns (status or None, failure)."""
+    import cvxpy as cp
+
+    solved, infeasible, unbounded = _statuses()
     attempts = [options]
     retry = _RETRY.get(solver, {})
     if retry and not set(retry) & set(options):
@@ -471,7 +496,7 @@ def _solve_with_retry(prob: cp.Problem, solver: str, options: dict[str, Any]) ->
                 ) from None
             failure = msg.splitlines()[0] if msg else "no message"
             continue
-        if prob.status in _OK + _INFEASIBLE + _UNBOUNDED:
+        if prob.status in solved + infeasible + unbounded:
             return prob.status, ""
         failure = f"status {prob.status!r}"
     return None, failure
@@ -548,10 +573,11 @@ def solve_convex(
             f"scenarios ({failure}); try solver='SCS', fewer scenarios, or tighter leverage bounds"
         )
     stats = compiled.problem.solver_stats
-    if status in _INFEASIBLE:
+    _, infeasible, unbounded = _statuses()
+    if status in infeasible:
         msg = _diagnose(problem, scenarios, market, cache) if diagnose else "the constraints cannot all hold"
         raise InfeasibleError(msg)
-    if status in _UNBOUNDED:
+    if status in unbounded:
         raise SolverError(
             f"the objective {problem._objective.describe()} is unbounded: the weights can grow without limit "
             "on these scenarios; add {metric: gross_leverage, max: L} or per-asset bounds (lower/upper)"
