@@ -103,12 +103,36 @@ class OptimizerReport(Result):
 
 
 class Trajectories(Result):
-    """Quantiles over paths of equity and gross leverage at each day, for plots."""
+    """Quantiles over paths of equity and gross leverage at each day, for plots.
+
+    ``equity_median_ci`` and ``leverage_median_ci`` (rows: lower, upper) bound the median within
+    about ± 2 standard errors: the sample quantiles at 1/2 ± 1/sqrt(``paths``), a distribution-free
+    interval (absent in results written before they were added).
+    """
 
     days: list[float]
     quantiles: list[float]
     equity: list[list[Number]]
     leverage: list[list[Number]]
+    paths: int | None = None
+    equity_median_ci: list[list[Number]] | None = None
+    leverage_median_ci: list[list[Number]] | None = None
+
+
+class LeverageProfile(Result):
+    """Metrics of the chosen policy with its leverage scaled by each factor in ``scale``: one list
+    per metric (``log_growth``, ``cvar``, ... as further keys), all on the same paths.
+
+    ``stderr`` holds each value's standard error and ``diff_stderr`` the standard error of its
+    difference from the value at scale 1 (the chosen policy), paired on those common paths, by
+    metric; ``paths`` is their number. Results written before these were added have the lists only.
+    """
+
+    scale: list[Number]
+    gross_leverage: list[Number] | None = None
+    stderr: dict[str, list[Number]] = {}
+    diff_stderr: dict[str, list[Number]] = {}
+    paths: int | None = None
 
 
 class RunResult(Result):
@@ -133,7 +157,7 @@ class RunResult(Result):
     versions: dict[str, str]
     timings: dict[str, Number] = {}
     trajectories: Trajectories | None = None
-    leverage_profile: dict[str, list[Number]] | None = None
+    leverage_profile: LeverageProfile | None = None
     calibration: dict[str, Any] | None = None
     sweep_point: dict[str, Any] | None = None
 

@@ -18,10 +18,21 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import Z, make_config
+from matplotlib.collections import PolyCollection
+from matplotlib.patches import Patch
 
+import levopt
 from levopt.errors import ConfigError, LevoptError
 from levopt.report import make_plots, make_report
 from levopt.report.cli import report_command
+from levopt.report.plots import (
+    MIN_BAND_PX,
+    figure_convergence,
+    figure_equity_fan,
+    figure_growth_vs_leverage,
+    figure_leverage,
+)
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 RUN_PLOTS = ("equity_fan.png", "leverage.png", "growth_vs_leverage.png", "convergence.png")
@@ -247,7 +258,7 @@ def test_report_writes_every_plot_and_the_tables(full_report: Path) -> None:
     # The answer in words, then the evidence: metrics ± s.e., constraints, in vs out, optimizer.
     assert "Follow a 4-segment leverage schedule over 30 days" in page
     assert "rebalanced daily" in page
-    assert "12.3 %/yr" in page and "± 0.62" in page  # log_growth 0.1234 ± 0.00617
+    assert "12.34 %/yr" in page and "± 0.62" in page  # log_growth 0.1234 ± 0.00617
     assert "≤ 1.00 %" in page and "≈ within 2 s.e. of the limit" in page and "✓ holds" in page
     assert "5.57 %/yr" not in page and "13.0 %/yr" in page  # in sample: 0.1234 * 1.05
     assert "optax" in page and "12.5 s" in page
@@ -280,7 +291,7 @@ def test_evaluate_output_gives_tables_only(tmp_path: Path) -> None:
     (tmp_path / "result.json").write_text(json.dumps(evaluated))
     page = make_report(tmp_path).read_text()
     assert "Evaluated policy: Hold 2.50x leverage, opened at the start and held without rebalancing." in page
-    assert "12.3 %/yr" in page and "<img" not in page
+    assert "12.34 %/yr" in page and "<img" not in page
     assert not list(tmp_path.glob("*.png"))
 
 
@@ -416,6 +427,182 @@ def test_cli_command_writes_the_report(tmp_path: Path) -> None:
 
 
 # ---------------------------------------------------------------------------------------------
+# Standard errors on the pictures, and legends that name only what is drawn
+
+
+def _profile_with_stderr(results: dict) -> dict:
+    """The fixture's leverage profile with the standard errors ``levopt run`` now saves: growth
+    s.e. growing with the scale, CRN differences far smaller, no liquidation at any scale."""
+    profile = dict(results["leverage_profile"])
+    scales = np.asarray(profile["scale"])
+    profile["liquidation_probability"] = [0.0] * len(scales)
+    profile["stderr"] = {
+        "log_growth": (0.004 * scales).tolist(),
+        "cvar": (0.003 * scales).tolist(),
+        "liquidation_probability": [0.0] * len(scales),
+    }
+    profile["diff_stderr"] = {"log_growth": (0.002 * np.abs(scales - 1.0)).tolist()}
+    profile["paths"] = 20224
+    return profile
+
+
+def _mean_height_px(artist) -> float:
+    """Mean height in pixels of a drawn band: polygon area over its width (fill_between), or the
+    height of a span (axhspan)."""
+    if isinstance(artist, PolyCollection):
+        xy = artist.get_transform().transform(artist.get_paths()[0].vertices)
+        x, y = xy[:, 0], xy[:, 1]
+        area = 0.5 * abs(np.dot(x, np.roll(y, 1)) - np.dot(y, np.roll(x, 1)))
+        width = x.max() - x.min()
+        return area / width if width > 0 else 0.0
+    return artist.get_window_extent().height
+
+
+def _legend_problems(fig) -> list[str]:
+    """Each legend entry must name a visible artist of the figure with that label, and a shaded
+    band must be tall enough to be seen."""
+    fig.draw_without_rendering()
+    artists: dict[str, list] = {}
+    for ax in fig.axes:
+        for artist in ax.get_children():
+            artists.setdefault(artist.get_label(), []).append(artist)
+    legends = [*fig.legends, *(ax.get_legend() for ax in fig.axes)]
+    problems = []
+    entries = [t.get_text() for legend in legends if legend is not None for t in legend.get_texts()]
+    assert entries, "the figure has no legend"
+    for label in entries:
+        drawn = [a for a in artists.get(label, []) if a.get_visible()]
+        if not drawn:
+            problems.append(f"{label!r} names nothing drawn")
+        for artist in drawn:
+            if isinstance(artist, PolyCollection | Patch) and _mean_height_px(artist) < MIN_BAND_PX:
+                problems.append(f"{label!r} is a band {_mean_height_px(artist):.2f} px high")
+    return problems
+
+
+def _labels(fig) -> list[str]:
+    return [
+        t.get_text()
+        for legend in [*fig.legends, *(ax.get_legend() for ax in fig.axes)]
+        if legend
+        for t in legend.get_texts()
+    ]
+
+
+def test_leverage_legend_names_no_invisible_band() -> None:
+    """A daily-rebalanced schedule holds the same leverage on every path until the last day, where
+    the paths differ by 5%: over one step of zero width, no band can be seen and none is named."""
+    results = _run_results()
+    lev = np.asarray(results["trajectories"]["leverage"])
+    same = np.tile(lev[2], (5, 1))
+    same[:, -1] *= 1 + 0.05 * np.asarray([-1.645, -0.674, 0.0, 0.674, 1.645])
+    results["trajectories"]["leverage"] = same.tolist()
+    fig = figure_leverage(results)
+    assert _legend_problems(fig) == []
+    assert not any("of paths" in label for label in _labels(fig))
+    assert _labels(fig) == ["leverage (the spread across paths is narrower than the line)"]
+    # With a real spread across paths the bands are drawn and named.
+    results["trajectories"]["leverage"] = (
+        np.tile(lev[2], (5, 1)) * np.linspace(0.8, 1.2, 5)[:, None]
+    ).tolist()
+    fig = figure_leverage(results)
+    assert _legend_problems(fig) == []
+    labels = _labels(fig)
+    assert {"5–95% of paths", "25–75% of paths"} <= set(labels)
+    assert "median (standard error not saved with these results)" in labels  # an older result file
+
+
+def test_monte_carlo_curves_carry_their_bands_and_legends_match() -> None:
+    results = _run_results()
+    results["leverage_profile"] = _profile_with_stderr(results)
+    days = np.asarray(results["trajectories"]["days"])
+    median = np.asarray(results["trajectories"]["equity"][2])
+    results["trajectories"]["equity_median_ci"] = [(median - 0.01).tolist(), (median + 0.01).tolist()]
+    results["in_sample"]["stderr"]["log_growth"] = 0.002
+    for figure in (figure_growth_vs_leverage, figure_equity_fan, figure_convergence):
+        fig = figure(results)
+        assert _legend_problems(fig) == [], figure.__name__
+    growth = figure_growth_vs_leverage(results)
+    labels = _labels(growth)
+    assert "shaded: ± 2 standard errors" in labels
+    assert "liquidation probability (right): 0 at every scale" in labels
+    assert "difference from the chosen policy (lower panel)" in labels
+    # The named band is the growth's: ± 2 s.e. around the curve, in percent per year.
+    profile = results["leverage_profile"]
+    band = next(a for a in growth.axes[0].collections if a.get_label() == "shaded: ± 2 standard errors")
+    xy = band.get_paths()[0].vertices
+    at_one = xy[np.isclose(xy[:, 0], 1.0), 1]  # the x axis is the scale for a schedule
+    growth_one, se_one = profile["log_growth"][3], profile["stderr"]["log_growth"][3]
+    assert at_one.min() == pytest.approx(100 * (growth_one - 2 * se_one))
+    assert at_one.max() == pytest.approx(100 * (growth_one + 2 * se_one))
+    fan_labels = _labels(figure_equity_fan(results))
+    assert "median ± 2 s.e." in fan_labels and len(days) == len(median)
+    assert any("final value ± 2 s.e." in label for label in _labels(figure_convergence(results)))
+    # Results saved before standard errors were: no band, and the chart says so.
+    results["leverage_profile"] = {k: v for k, v in profile.items() if isinstance(v, list)}
+    old = figure_growth_vs_leverage(results)
+    assert _legend_problems(old) == [] and not any("shaded" in label for label in _labels(old))
+    assert "not saved" in old.axes[0].get_title(loc="left")
+
+
+def test_degenerate_stderr_is_shown_in_words(tmp_path: Path) -> None:
+    results = _run_results()
+    results["out_of_sample"]["metrics"]["cvar"] = 0.99531
+    results["out_of_sample"]["stderr"]["cvar"] = 3.8e-16  # every tail path the same liquidation
+    results["out_of_sample"]["stderr"]["liquidation_probability"] = 0.0
+    results["out_of_sample"]["metrics"]["liquidation_probability"] = 0.0
+    (tmp_path / "results.json").write_text(json.dumps(results))
+    page = make_report(tmp_path).read_text()
+    assert "± 0 (all tail paths identical)" in page and "± 0 (same on every path)" in page
+    assert "3.8e-16" not in page and "10⁻¹⁶" not in page
+
+
+@pytest.fixture(scope="module")
+def kelly_run() -> dict:
+    """A small optimized run: constant leverage for growth, GBM with a Kelly leverage of 0.62."""
+    cfg = make_config(
+        paths=4096,
+        horizon_days=30,
+        model={"kind": "gbm", "mu": 0.4, "sigma": 0.8},
+        policy={"kind": "constant", "leverage": {"init": 1.0, "min": 0.0, "max": 4.0}, "rebalance": 1},
+        objective={
+            "maximize": "log_growth",
+            "constraints": [{"metric": "liquidation_probability", "max": 0.05}],
+        },
+        optimizer={"method": "optax", "steps": 60, "paths": 4096, "replicates": 1},
+    )
+    return levopt.run(cfg)
+
+
+def test_scaling_chart_agrees_with_the_headline(kelly_run: dict) -> None:
+    profile, oos = kelly_run["leverage_profile"], kelly_run["out_of_sample"]
+    one = int(np.argmin(np.abs(np.asarray(profile["scale"]) - 1.0)))
+    assert profile["scale"][one] == 1.0 and profile["paths"] >= kelly_run["config"]["paths"]
+    # Scale 1 is the chosen policy on a superset of the out-of-sample paths: the same figures
+    # within their standard errors.
+    for name in ("log_growth", "cvar", "mean_return", "liquidation_probability"):
+        value, se = profile[name][one], profile["stderr"][name][one]
+        gap = abs(value - oos["metrics"][name])
+        assert gap <= Z * math.hypot(se, oos["stderr"][name]) + 1e-12, (name, value, oos["metrics"][name])
+    growth = np.asarray(profile["log_growth"])
+    se, diff_se = (
+        np.asarray(profile["stderr"]["log_growth"]),
+        np.asarray(profile["diff_stderr"]["log_growth"]),
+    )
+    # Common random numbers: neighbouring scales differ with far less noise than either value has
+    # (independent paths would give sqrt(2) times it).
+    assert diff_se[one] == 0 and np.all(diff_se[[one - 1, one + 1]] < 0.5 * se[one])
+    # The chart agrees with the optimum: no scale grows significantly faster than the chosen one.
+    assert np.all(growth - growth[one] <= Z * diff_se + 1e-15), (growth - growth[one]) / np.maximum(
+        diff_se, 1e-300
+    )
+    # What the chart draws is that profile: the star sits on the growth at scale 1.
+    fig = figure_growth_vs_leverage(kelly_run)
+    star = next(line for line in fig.axes[0].get_lines() if line.get_marker() == "*")
+    assert star.get_ydata()[0] == pytest.approx(100 * growth[one], abs=1e-12)
+
+
+# ---------------------------------------------------------------------------------------------
 # A real browser
 
 
@@ -489,3 +676,31 @@ def test_report_screenshot_is_not_blank(browser: str, full_report: Path, tmp_pat
     assert pixels.shape == (2000, 1280)
     assert pixels.std() > 10, "the screenshot is (nearly) one color"
     assert (pixels < 100).mean() > 0.005, "no dark text on the page"
+
+
+def test_scaling_chart_screenshot_shows_its_bands(browser: str, tmp_path: Path) -> None:
+    """The fixed chart as the report shows it, in a real browser: its figure cut out of report.html
+    (image and caption), screenshotted; the growth curve's ± 2 s.e. band is on screen."""
+    from PIL import Image
+
+    results = _run_results()
+    results["leverage_profile"] = _profile_with_stderr(results)
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "results.json").write_text(json.dumps(results))
+    page = make_report(run_dir).read_text()
+    figure = re.search(r"<figure><img[^>]*alt=\"Growth and risk[^\"]*\".*?</figure>", page, re.S)
+    assert figure, "the report has no scaling chart"
+    style = re.search(r"<style>.*?</style>", page, re.S).group(0)
+    only = tmp_path / "chart.html"
+    only.write_text(
+        f"<!DOCTYPE html><html><head><meta charset=utf-8>{style}</head><body><main>{figure.group(0)}</main></body></html>"
+    )
+    shot = tmp_path / "chart.png"
+    _run_browser(browser, tmp_path, "--window-size=1100,900", f"--screenshot={shot}", only.as_uri())
+    pixels = np.asarray(Image.open(shot).convert("RGB"), dtype=float)
+    assert pixels.shape == (900, 1100, 3)
+    assert pixels.std() > 10 and (pixels.mean(axis=2) < 100).mean() > 0.002  # a chart, with text
+    # The growth band: BLUE (#1f5fa8) at alpha 0.18 on white is about (215, 226, 239).
+    band = np.all(np.abs(pixels - np.asarray([215, 226, 239])) <= 6, axis=2)
+    assert band.mean() > 0.01, f"the ± 2 s.e. band covers {band.mean():.2%} of the screenshot"

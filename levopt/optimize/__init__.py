@@ -17,7 +17,13 @@ import numpy as np
 from levopt.config import CvxpyConfig, ObjectiveConfig, parse_optimizer
 from levopt.errors import ConfigError, InfeasibleError, SolverError
 from levopt.optimize.convex import ConvexProblem, ConvexResult, solve_convex
-from levopt.optimize.gradient import GradientResult, optimize_gradient, set_params
+from levopt.optimize.gradient import (
+    GradientResult,
+    Progress,
+    SearchProgress,
+    optimize_gradient,
+    set_params,
+)
 from levopt.optimize.scenarios import (
     Scenarios,
     scenario_wealth,
@@ -32,7 +38,9 @@ __all__ = [
     "ConvexResult",
     "Found",
     "GradientResult",
+    "Progress",
     "Scenarios",
+    "SearchProgress",
     "optimize_gradient",
     "optimize_policy",
     "scenario_wealth",
@@ -65,18 +73,30 @@ class Found:
 
 
 @scoped_x64
-def optimize_policy(problem: Problem, objective: ObjectiveConfig) -> Found:
+def optimize_policy(problem: Problem, objective: ObjectiveConfig, progress: Progress | None = None) -> Found:
     """Run the config's optimizer (``optimizer.method``) on the problem's free policy parameters,
     then rerun the search on ``optimizer.replicates - 1`` further independent sets of paths
-    (scenarios) to measure how well the optimum is determined."""
+    (scenarios) to measure how well the optimum is determined.
+
+    ``progress``, if given, receives a :class:`SearchProgress` when each search starts (step 0)
+    and after each block of iterations (each solve, for cvxpy), tagged with the search's number.
+    """
     opt = parse_optimizer(problem.cfg.optimizer)
     budget = problem.cfg.policy_config_typed().weight_budget
     key = problem.key(STREAM_PATHS)
-    found = _search(problem, objective, opt, budget, key)
+    found = _search(problem, objective, opt, budget, key, progress=_tagged(progress, 1, opt))
     found.replicates = [found.params]
     for r in range(1, opt.replicates):
         try:
-            again = _search(problem, objective, opt, budget, jax.random.fold_in(key, r), replicate=True)
+            again = _search(
+                problem,
+                objective,
+                opt,
+                budget,
+                jax.random.fold_in(key, r),
+                replicate=True,
+                progress=_tagged(progress, r + 1, opt),
+            )
         except (InfeasibleError, SolverError):
             # Those paths admit no solution: the replicate counts as missing, not as an error.
             found.replicates.append(None)
@@ -86,6 +106,19 @@ def optimize_policy(problem: Problem, objective: ObjectiveConfig) -> Found:
     return found
 
 
+def _tagged(progress: Progress | None, search: int, opt: Any) -> Progress | None:
+    """``progress`` with the search's number filled in; announces the search's start (step 0)."""
+    if progress is None:
+        return None
+    steps = 1 if isinstance(opt, CvxpyConfig) else opt.steps
+
+    def report(p: SearchProgress) -> None:
+        progress(p._replace(search=search, searches=opt.replicates))
+
+    report(SearchProgress(0, steps, float("nan"), float("nan")))
+    return report
+
+
 def _search(
     problem: Problem,
     objective: ObjectiveConfig,
@@ -93,11 +126,12 @@ def _search(
     budget: float | None,
     key: jax.Array,
     replicate: bool = False,
+    progress: Progress | None = None,
 ) -> Found:
     """One search on the paths (scenarios) of ``key``; a replicate skips the in-sample metrics."""
     if isinstance(opt, CvxpyConfig):
-        return _optimize_convex(problem, objective, opt, budget, key, replicate)
-    res = optimize_gradient(problem, objective, opt, budget=budget, key=key)
+        return _optimize_convex(problem, objective, opt, budget, key, replicate, progress)
+    res = optimize_gradient(problem, objective, opt, budget=budget, key=key, progress=progress)
     paths = opt.paths or min(problem.cfg.paths, 20_000)
     metrics = {}
     if not replicate:
@@ -119,6 +153,7 @@ def _optimize_convex(
     budget: float | None,
     key: jax.Array,
     replicate: bool = False,
+    progress: Progress | None = None,
 ) -> Found:
     if not problem.policy.static:
         raise ConfigError(
@@ -154,6 +189,9 @@ def _optimize_convex(
         solver=opt.solver,
     )
     res = solve_convex(convex, scen, problem.market)
+    if progress is not None:
+        worst = max((max(0.0, -_slack(r)) for r in res.constraints), default=0.0)
+        progress(SearchProgress(1, 1, float(res.value), worst, done=True))
     weights = np.asarray(res.weights, float)
     policy = set_params(problem.policy, {"weights": jnp.asarray(weights, problem.dtype)})
     in_sample = {
@@ -177,3 +215,9 @@ def _optimize_convex(
             "solve_time_s": res.solve_time,
         },
     )
+
+
+def _slack(report: Any) -> float:
+    """A convex constraint's slack relative to its limit (negative when violated)."""
+    gap = report.limit - report.value if report.side == "max" else report.value - report.limit
+    return gap / max(abs(report.limit), 1e-3)

@@ -17,9 +17,10 @@ limits so that one tolerance fits all.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Any
+from typing import Any, NamedTuple
 
 import equinox as eqx
 import jax
@@ -67,6 +68,34 @@ def from_unconstrained(theta: jax.Array, bounds: Bounds) -> jax.Array:
 def set_params(policy: Policy, values: dict[str, jax.Array]) -> Policy:
     names = list(values)
     return eqx.tree_at(lambda p: [getattr(p, n) for n in names], policy, [values[n] for n in names])
+
+
+class SearchProgress(NamedTuple):
+    """Where a search stands, reported from the host between compiled blocks of iterations.
+
+    Attributes:
+        step: iterations done so far in this search.
+        steps: its iteration budget (``optimizer.steps``; a convex solve counts as one step).
+        objective: the goal metric at the current parameters, on the search's own paths
+            (NaN before the first block).
+        max_violation: largest constraint violation, relative to its limit (0 when feasible).
+        search: which of the ``searches`` independent searches this is (1-based; the replicate
+            searches follow the first one).
+        searches: how many searches the optimization runs (``optimizer.replicates``).
+        done: the search has stopped (converged, out of steps, or solved).
+    """
+
+    step: int
+    steps: int
+    objective: float
+    max_violation: float
+    search: int = 1
+    searches: int = 1
+    done: bool = False
+
+
+Progress = Callable[[SearchProgress], None]
+"""A progress callback: called with a :class:`SearchProgress` after each block of iterations."""
 
 
 @dataclass
@@ -130,6 +159,7 @@ def optimize_gradient(
     opt: OptaxConfig,
     budget: float | None = None,
     key: jax.Array | None = None,
+    progress: Progress | None = None,
 ) -> GradientResult:
     """Maximize (or minimize) the objective over the policy's free parameters.
 
@@ -139,6 +169,9 @@ def optimize_gradient(
             bound the policy's weights directly.
         opt: search settings. ``budget`` fixes sum w (an equality constraint).
         key: PRNG key of the search paths (common random numbers).
+        progress: called on the host after each block of ``inner_steps`` iterations (the blocks
+            are compiled; between them the host updates the multipliers anyway, so reporting
+            costs no extra device round trip).
 
     Returns:
         The optimized parameters, the policy, iterations, convergence flag and the history.
@@ -163,7 +196,9 @@ def optimize_gradient(
     }
     # Common random numbers: the search's noise is drawn once and reused at every step.
     noise = jax.jit(lambda k: problem.draw_noise(k, paths))(key)
-    theta, it, converged, history = _augmented_lagrangian(problem, terms, opt, setup, data, noise, theta0)
+    theta, it, converged, history = _augmented_lagrangian(
+        problem, terms, opt, setup, data, noise, theta0, progress
+    )
     policy = _policy_of(setup, theta, problem.policy)
     params = {n: np.asarray(getattr(policy, n)) for n in names}
     result = GradientResult(params, policy, it, converged, time.perf_counter() - t0, history)
@@ -219,7 +254,14 @@ def _search_inputs(
 
 
 def _augmented_lagrangian(
-    problem: Problem, terms: _Terms, opt: OptaxConfig, setup: _Setup, data: _Data, noise: Any, theta: dict
+    problem: Problem,
+    terms: _Terms,
+    opt: OptaxConfig,
+    setup: _Setup,
+    data: _Data,
+    noise: Any,
+    theta: dict,
+    progress: Progress | None = None,
 ) -> tuple[dict, int, bool, list[dict[str, Any]]]:
     """Blocks of inner steps with multiplier and penalty updates between them, until the parameters
     stop moving while feasible. Returns the parameters, the steps taken, convergence and the history."""
@@ -254,11 +296,14 @@ def _augmented_lagrangian(
             rho = jnp.minimum(rho * 4.0, 1e6)
         last_violation = violation
         params_now = {n: np.asarray(from_unconstrained(theta[n], problem.free[n])) for n in names}
-        if (
+        settled = (
             last_params is not None
             and violation <= opt.feasibility_tol
             and _settled(params_now, last_params, opt.tol)
-        ):
+        )
+        if progress is not None:
+            progress(SearchProgress(it, opt.steps, float(f), violation, done=settled or it >= opt.steps))
+        if settled:
             return theta, it, True, history
         last_params = params_now
     return theta, it, False, history

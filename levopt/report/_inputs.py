@@ -186,19 +186,129 @@ def metric_description(label: str) -> str:
     return metric.description if metric is not None else ""
 
 
+DEGENERATE_RELATIVE = 1e-12
+"""A standard error at or below this fraction of its value (or exactly 0) is degenerate: every path
+(every tail path, for a quantile statistic) gave the same number, and the s.e. is rounding noise."""
+
+
+def stderr_state(value: Any, stderr: Any) -> str:
+    """``"missing"`` (None or NaN), ``"infinite"``, ``"degenerate"`` (see
+    :data:`DEGENERATE_RELATIVE`) or ``"ok"``."""
+    x, se = num(value), num(stderr) if stderr is not None else math.nan
+    if math.isnan(se):
+        return "missing"
+    if math.isinf(se):
+        return "infinite"
+    if se == 0 or (math.isfinite(x) and abs(se) <= DEGENERATE_RELATIVE * abs(x)):
+        return "degenerate"
+    return "ok"
+
+
+def degenerate_words(label: str) -> str:
+    """What a degenerate standard error of the metric means, in words."""
+    metric = _catalogue(label)
+    if metric is not None and metric.fn is None:
+        return "exact (not simulated)"
+    if metric is not None and metric.aggregate == "statistic":
+        return "± 0 (all tail paths identical)"
+    return "± 0 (same on every path)"
+
+
+def round_to_stderr(value: float, stderr: float, digits: int = 2) -> tuple[str, str]:
+    """``value`` and ``stderr`` as text: the s.e. to ``digits`` significant digits and the value
+    rounded to the same decimal place (1.3124 ± 0.4123 -> "1.31", "0.41"). Both finite, s.e. > 0."""
+    decimals = digits - 1 - math.floor(math.log10(abs(stderr)))
+    if abs(round(stderr, decimals)) >= 10 ** (digits - decimals):  # 0.0996 rounds up to 0.100
+        decimals -= 1
+
+    def text(x: float) -> str:
+        if decimals > 0:
+            return f"{round(x, decimals):.{decimals}f}"
+        return f"{round(x, decimals):,.0f}"
+
+    return text(value).replace("-", "−"), text(abs(stderr))
+
+
 def fmt_metric(label: str, value: Any, stderr: Any = None) -> tuple[str, str]:
-    """``(value, ± stderr)`` formatted for the metric: percentages for fractions."""
+    """``(value, ± stderr)`` formatted for the metric: percentages for fractions, leverages as
+    0.33x; with a standard error the value is rounded to its 2 significant digits, and a degenerate
+    s.e. (:func:`stderr_state`) is said in words."""
     style = metric_style(label)
     x = num(value)
-    se = num(stderr) if stderr is not None else math.nan
-    if style in ("pct", "pct_yr") and math.isfinite(x):
-        unit = " %/yr" if style == "pct_yr" else " %"
-        text = sig(100 * x)
-        err = "" if math.isnan(se) else f"± {100 * se:.2g}" if math.isfinite(se) else "± ∞"
-        return text.replace("-", "−") + unit, err
-    if style == "lev" and math.isfinite(x):
-        return fmt_lev(x), "" if math.isnan(se) else f"± {se:.2g}"
-    return fmt_number(value), "" if math.isnan(se) else f"± {fmt_number(se, 2)}"
+    state = stderr_state(value, stderr)
+    factor = 100.0 if style in ("pct", "pct_yr") else 1.0
+    unit = {"pct": " %", "pct_yr": " %/yr", "lev": "x"}.get(style, "")
+    if state == "ok" and math.isfinite(x):
+        shown, err = round_to_stderr(factor * x, factor * num(stderr))
+        return shown + unit, f"± {err}"
+    err = {"missing": "", "infinite": "± ∞", "degenerate": degenerate_words(label)}.get(state, "")
+    if not math.isfinite(x):
+        return fmt_number(value), err
+    if style == "lev":
+        return fmt_lev(x), err
+    if style in ("pct", "pct_yr"):
+        return sig(100 * x).replace("-", "−") + unit, err
+    return fmt_number(value), err
+
+
+_SHORT_NAMES = {
+    "log_growth": "expected log-growth",
+    "cvar": "CVaR",
+    "var": "VaR",
+    "liquidation_probability_discrete": "liquidation probability (checked at steps)",
+    "max_drawdown": "expected max drawdown",
+}
+"""Names of built-in metrics for people where ``name`` with spaces reads badly."""
+
+
+def metric_ref(label: str, config: dict[str, Any]) -> MetricRef | None:
+    """The metric and options behind a result label: a labelled entry of the config's ``metrics``
+    or ``objective``, a catalogue name, or ``name(option=value,...)``; None if unknown."""
+    entries: list[Any] = list(config.get("metrics") or [])
+    objective = config.get("objective") or {}
+    if isinstance(objective, dict):
+        entries += [objective.get("maximize"), objective.get("minimize")]
+        entries += list(objective.get("constraints") or [])
+    for entry in entries:
+        if isinstance(entry, dict) and "metric" in entry:
+            body = {k: v for k, v in entry.items() if k not in ("min", "max")}
+            try:
+                ref = MetricRef.model_validate(body)
+            except ValueError:
+                continue
+            if ref.key == label:
+                return ref
+    name, _, rest = label.partition("(")
+    if name not in METRICS:
+        return None
+    options: dict[str, Any] = {}
+    for part in filter(None, rest.rstrip(")").split(",")):
+        key, _, text = part.partition("=")
+        try:
+            options[key.strip()] = float(text)
+        except ValueError:
+            options[key.strip()] = text.strip()
+    return MetricRef.model_validate({"metric": name, **options})
+
+
+def metric_title(label: str, config: dict[str, Any]) -> str:
+    """A result label in words with its horizon and options: ``cvar(level=0.95)`` of a 90-day run
+    -> "CVaR 95% of 90-day log-loss"; ``mean_return`` -> "mean return over 90 days"."""
+    ref = metric_ref(label, config)
+    metric = _catalogue(ref.metric) if ref is not None else None
+    if ref is None or metric is None:
+        return label
+    options = metric.defaults() | ref.options
+    horizon = num(config.get("horizon_days"))
+    days = f"{fmt_number(horizon, 4)}-day" if math.isfinite(horizon) else "horizon"
+    words = [_SHORT_NAMES.get(ref.metric, ref.metric.replace("_", " "))]
+    if isinstance(options.get("level"), int | float):
+        words.append(f"{100 * options['level']:g}%")
+    if "returns" in options:
+        words.append(f"of {days} " + ("log-loss" if options["returns"] == "log" else "loss (simple return)"))
+    elif metric.unit == "pct" and math.isfinite(horizon):
+        words.append(f"over {fmt_number(horizon, 4)} days")
+    return " ".join(words) + (f" [{ref.label}]" if ref.label else "")
 
 
 def goal(config: dict[str, Any]) -> tuple[str, float] | None:

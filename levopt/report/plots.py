@@ -34,10 +34,12 @@ from levopt.report._inputs import (
     metric_style,
     policy_class,
     policy_values,
+    stderr_state,
 )
 
 DPI = 120
 BLUE, RED, AMBER, GREEN, GREY = "#1f5fa8", "#c8414b", "#d98c1f", "#2e8b57", "#6b7280"
+NAVY, BROWN = "#0b2e59", "#8a5208"
 
 _STYLE = {
     "font.size": 10,
@@ -76,6 +78,14 @@ def _save(fig: Any, path: Path) -> Path:
     return atomic_write_bytes(path, buffer.getvalue())
 
 
+def _save_figure(fig: Any, path: Path) -> Path | None:
+    """Save a ``figure_*`` result (None: nothing to draw)."""
+    if fig is None:
+        return None
+    with _style():
+        return _save(fig, path)
+
+
 def _array(value: Any) -> np.ndarray | None:
     """A JSON list (of lists) of numbers as a float array (null -> nan), else None."""
     if not isinstance(value, list) or not value:
@@ -99,6 +109,52 @@ def _pct(q: float) -> str:
 
 
 # ---------------------------------------------------------------------------------------------
+# Standard-error bands and what the legend may name
+
+MIN_BAND_PX = 1.5
+"""A shaded band whose mean height is below this many pixels cannot be seen: it is not drawn and
+the legend does not name it."""
+
+SE_MULTIPLE = 2
+"""Bands of Monte Carlo estimates span ± this many standard errors."""
+
+
+def _band_height_px(ax: Any, x: np.ndarray, lo: np.ndarray, hi: np.ndarray, step: bool = False) -> float:
+    """Mean height in pixels of the region between ``lo`` and ``hi`` over ``x``, as drawn (after the
+    figure's layout): a step band holds each value until the next x, a line band interpolates."""
+    ax.figure.draw_without_rendering()
+    ok = np.isfinite(x) & np.isfinite(lo) & np.isfinite(hi)
+    if ok.sum() < 2:
+        return 0.0
+    x, lo, hi = x[ok], lo[ok], hi[ok]
+    to_px = ax.transData.transform
+    px_x = to_px(np.column_stack([x, lo]))[:, 0]
+    height = np.abs(to_px(np.column_stack([x, hi]))[:, 1] - to_px(np.column_stack([x, lo]))[:, 1])
+    widths = np.abs(np.diff(px_x))
+    if widths.sum() <= 0:
+        return 0.0
+    per_interval = height[:-1] if step else (height[:-1] + height[1:]) / 2
+    return float(np.sum(per_interval * widths) / widths.sum())
+
+
+def _keep_visible(
+    ax: Any, band: Any, x: np.ndarray, lo: np.ndarray, hi: np.ndarray, step: bool = False
+) -> bool:
+    """Remove ``band`` when it cannot be seen (:data:`MIN_BAND_PX`); returns whether it stays."""
+    if _band_height_px(ax, x, lo, hi, step) >= MIN_BAND_PX:
+        return True
+    band.remove()
+    return False
+
+
+def _freeze_limits(*axes: Any) -> None:
+    """Fix the current limits so that removing an invisible band does not rescale the axes."""
+    for ax in axes:
+        ax.set_xlim(ax.get_xlim())
+        ax.set_ylim(ax.get_ylim())
+
+
+# ---------------------------------------------------------------------------------------------
 # A single run
 
 
@@ -117,28 +173,35 @@ def _trajectory(
     return days, [num(q) for q in quantiles], values
 
 
-def plot_equity_fan(results: dict[str, Any] | None, path: Path) -> Path | None:
-    """Fan chart of equity W_t/W_0 over days: 5–95% and 25–75% bands and the median path."""
+def _median_ci(results: dict[str, Any] | None, name: str, days: np.ndarray) -> np.ndarray | None:
+    """The saved ± 2 s.e. interval of the median over time (rows: lower, upper), if any."""
+    ci = _array(((results or {}).get("trajectories") or {}).get(f"{name}_median_ci"))
+    return ci if ci is not None and ci.shape == (2, len(days)) else None
+
+
+def figure_equity_fan(results: dict[str, Any] | None) -> Figure | None:
+    """Fan chart of equity W_t/W_0 over days: 5–95% and 25–75% bands, the median path and its
+    ± 2 s.e. band (the order-statistic interval saved with the trajectories)."""
     data = _trajectory(results, "equity")
     if data is None:
         return None
     days, quantiles, equity = data
     pairs, mid = _band_pairs(quantiles)
+    ci = _median_ci(results, "equity", days) if mid is not None else None
     with _style():
         fig = _figure(8, 4.5)
         ax = fig.add_subplot()
+        bands = []
         for i, (lo, hi) in enumerate(pairs):
-            ax.fill_between(
-                days,
-                equity[lo],
-                equity[hi],
-                color=BLUE,
-                alpha=0.18 + 0.17 * i,
-                linewidth=0,
-                label=f"{_pct(quantiles[lo])}–{_pct(quantiles[hi])}% of paths",
+            band = ax.fill_between(
+                days, equity[lo], equity[hi], color=BLUE, alpha=0.18 + 0.17 * i, linewidth=0
             )
+            bands.append((band, lo, hi))
+        median = ci_band = None
         if mid is not None:
-            ax.plot(days, equity[mid], color=BLUE, linewidth=2, label="median")
+            (median,) = ax.plot(days, equity[mid], color=BLUE, linewidth=2)
+            if ci is not None:
+                ci_band = ax.fill_between(days, ci[0], ci[1], color=NAVY, alpha=0.45, linewidth=0, zorder=3)
             ax.annotate(
                 f"{equity[mid][-1]:.3g}",
                 (days[-1], equity[mid][-1]),
@@ -153,13 +216,34 @@ def plot_equity_fan(results: dict[str, Any] | None, path: Path) -> Path | None:
         ax.set_xlabel("time (days)")
         ax.set_ylabel("equity $W_t / W_0$")
         ax.set_title("Equity over the horizon: quantiles across simulated paths")
+        _freeze_limits(ax)
+        for band, lo, hi in bands:
+            if _keep_visible(ax, band, days, equity[lo], equity[hi]):
+                band.set_label(f"{_pct(quantiles[lo])}–{_pct(quantiles[hi])}% of paths")
+        if median is not None:
+            median.set_label(_median_label(ax, ci_band, days, ci))
         ax.legend(loc="upper left")
-        return _save(fig, path)
+        return fig
 
 
-def plot_leverage(results: dict[str, Any] | None, path: Path) -> Path | None:
-    """Gross leverage over time: quantile bands across paths, or a step line when every path holds
-    the same leverage (a fixed schedule rebalanced at every step)."""
+def _median_label(ax: Any, ci_band: Any, days: np.ndarray, ci: np.ndarray | None, step: bool = False) -> str:
+    """The median line's legend entry; labels its ± 2 s.e. band when that can be seen."""
+    if ci_band is None or ci is None:
+        return "median (standard error not saved with these results)"
+    if _keep_visible(ax, ci_band, days, ci[0], ci[1], step):
+        ci_band.set_label(f"median ± {SE_MULTIPLE} s.e.")
+        return "median"
+    return f"median (± {SE_MULTIPLE} s.e. narrower than the line)"
+
+
+def plot_equity_fan(results: dict[str, Any] | None, path: Path) -> Path | None:
+    """:func:`figure_equity_fan` saved as PNG."""
+    return _save_figure(figure_equity_fan(results), path)
+
+
+def figure_leverage(results: dict[str, Any] | None) -> Figure | None:
+    """Gross leverage over time: the median across paths with the quantile bands that can be seen,
+    or the target step line of a fixed schedule when no trajectories were saved."""
     data = _trajectory(results, "leverage")
     steps_only = None
     if data is None:
@@ -173,36 +257,21 @@ def plot_leverage(results: dict[str, Any] | None, path: Path) -> Path | None:
             days, quantiles, lev = data
             pairs, mid = _band_pairs(quantiles)
             centre = lev[mid] if mid is not None else np.nanmean(lev, axis=0)
-            spread = np.nanmax(lev, axis=0) - np.nanmin(lev, axis=0)
-            relative = float(np.nanmax(spread / np.maximum(np.abs(centre), 1e-12))) if spread.size else 0.0
-            if relative < 0.02:  # bands would be invisible: every path holds (nearly) the same leverage
-                label = (
-                    "leverage (same on every path)"
-                    if relative < 1e-6
-                    else f"leverage (paths differ by < {max(100 * relative, 0.1):.1g}%)"
+            (line,) = ax.step(days, centre, where="post", color=AMBER, linewidth=2)
+            bands = []
+            for i, (lo, hi) in enumerate(pairs):
+                band = ax.fill_between(
+                    days, lev[lo], lev[hi], step="post", color=AMBER, alpha=0.2 + 0.2 * i, linewidth=0
                 )
-                ax.step(days, centre, where="post", color=BLUE, linewidth=2, label=label)
-            else:
-                for i, (lo, hi) in enumerate(pairs):
-                    ax.fill_between(
-                        days,
-                        lev[lo],
-                        lev[hi],
-                        step="post",
-                        color=AMBER,
-                        alpha=0.2 + 0.2 * i,
-                        linewidth=0,
-                        label=f"{_pct(quantiles[lo])}–{_pct(quantiles[hi])}% of paths",
-                    )
-                ax.step(
-                    days,
-                    centre,
-                    where="post",
-                    color=AMBER,
-                    linewidth=2,
-                    label="median" if mid is not None else "mean",
+                bands.append((band, lo, hi))
+            ci = _median_ci(results, "leverage", days) if mid is not None else None
+            ci_band = (
+                ax.fill_between(
+                    days, ci[0], ci[1], step="post", color=BROWN, alpha=0.5, linewidth=0, zorder=3
                 )
-            ax.set_xlim(days[0], days[-1])
+                if ci is not None
+                else None
+            )
         else:
             days, centre = steps_only
             ax.step(
@@ -213,14 +282,40 @@ def plot_leverage(results: dict[str, Any] | None, path: Path) -> Path | None:
                 linewidth=2,
                 label="target leverage (at each rebalance)",
             )
-            ax.set_xlim(days[0], days[-1])
+        ax.set_xlim(days[0], days[-1])
         top = float(np.nanmax(centre)) if np.isfinite(np.nanmax(centre)) else 1.0
         ax.set_ylim(0 if np.nanmin(centre) >= 0 else None, top * 1.15 if top > 0 else None)
         ax.set_xlabel("time (days)")
         ax.set_ylabel("gross leverage (notional / equity)")
         ax.set_title("Leverage over time")
+        if data is not None:
+            _freeze_limits(ax)
+            shown = 0
+            for band, lo, hi in bands:
+                if _keep_visible(ax, band, days, lev[lo], lev[hi], step=True):
+                    band.set_label(f"{_pct(quantiles[lo])}–{_pct(quantiles[hi])}% of paths")
+                    shown += 1
+            spread = np.nanmax(lev, axis=0) - np.nanmin(lev, axis=0)
+            if shown:
+                line.set_label(_median_label(ax, ci_band, days, ci, step=True) if mid is not None else "mean")
+            else:
+                if ci_band is not None:
+                    ci_band.remove()
+                same = float(np.nanmax(spread, initial=0.0)) <= 1e-6 * max(
+                    float(np.nanmax(np.abs(centre))), 1e-12
+                )
+                line.set_label(
+                    "leverage (same on every path)"
+                    if same
+                    else "leverage (the spread across paths is narrower than the line)"
+                )
         ax.legend(loc="best")
-        return _save(fig, path)
+        return fig
+
+
+def plot_leverage(results: dict[str, Any] | None, path: Path) -> Path | None:
+    """:func:`figure_leverage` saved as PNG."""
+    return _save_figure(figure_leverage(results), path)
 
 
 def _schedule_from_policy(
@@ -242,9 +337,26 @@ def _schedule_from_policy(
     return policy_cls.target_gross(values, horizon)
 
 
-def plot_growth_vs_leverage(results: dict[str, Any] | None, path: Path) -> Path | None:
-    """Log-growth (left axis) and liquidation probability and CVaR (right axis) as the chosen
-    policy's leverage is scaled; the chosen policy (scale 1) is marked."""
+def _profile_series(
+    profile: dict[str, Any], key: str, name: str, shape: tuple[int, ...]
+) -> np.ndarray | None:
+    """``profile[key][name]`` (stderr, diff_stderr) as an array of ``shape``, or None."""
+    block = profile.get(key)
+    values = _array(block.get(name)) if isinstance(block, dict) else None
+    return values if values is not None and values.shape == shape else None
+
+
+_RISKS = (
+    ("liquidation_probability", RED, "-", "liquidation probability"),
+    ("cvar", AMBER, "--", "CVaR 95% of the{days} log-loss"),
+)
+
+
+def figure_growth_vs_leverage(results: dict[str, Any] | None) -> Figure | None:
+    """Log-growth (left axis), liquidation probability and CVaR (right axis) as the chosen policy's
+    leverage is scaled, each with a ± 2 s.e. band, and below them the growth's difference from the
+    chosen policy (scale 1), whose paired standard errors are small because every scale uses the
+    same paths."""
     profile = (results or {}).get("leverage_profile")
     if not isinstance(profile, dict):
         return None
@@ -252,45 +364,35 @@ def plot_growth_vs_leverage(results: dict[str, Any] | None, path: Path) -> Path 
     growth = _array(profile.get("log_growth"))
     if scale is None or growth is None or scale.shape != growth.shape or scale.ndim != 1:
         return None
-    kind = ((results or {}).get("config") or {}).get("policy", {}).get("kind", "constant")
-    policy_cls = policy_class(kind)
-    gross = _array(profile.get("gross_leverage"))
-    # A static policy's gross leverage is its leverage; other policies' vary in time: use the scale.
-    on_leverage = (
-        policy_cls is not None and policy_cls.static and gross is not None and gross.shape == scale.shape
-    )
-    if on_leverage:
-        x, xlabel = gross, "gross leverage (notional / equity)"
-    else:
-        x, xlabel = scale, f"scale factor on the {kind} policy's leverage (1 = chosen)"
+    config = (results or {}).get("config") or {}
+    x, xlabel, on_leverage = _profile_axis(config, profile, scale)
     chosen = int(np.argmin(np.abs(scale - 1.0)))
+    growth_se = _profile_series(profile, "stderr", "log_growth", scale.shape)
+    diff_se = _profile_series(profile, "diff_stderr", "log_growth", scale.shape)
+    horizon = num(config.get("horizon_days"))
+    days = f" {fmt_number(horizon, 4)}-day" if math.isfinite(horizon) else ""
     with _style():
-        fig = _figure(8, 5)
-        ax = fig.add_subplot()
-        handles = ax.plot(
+        fig = _figure(8, 6.4 if diff_se is not None else 5)
+        if diff_se is not None:
+            ax, lower = fig.subplots(2, 1, sharex=True, height_ratios=[3, 1.3])
+        else:
+            ax, lower = fig.add_subplot(), None
+        (growth_line,) = ax.plot(
             x, 100 * growth, color=BLUE, linewidth=2, marker="o", markersize=3, label="log-growth (left)"
         )
-        ax.set_xlabel(xlabel)
+        handles = [growth_line]
+        bands = []  # (axes, band, lo, hi) in percent
+        if growth_se is not None:
+            lo, hi = 100 * (growth - SE_MULTIPLE * growth_se), 100 * (growth + SE_MULTIPLE * growth_se)
+            bands.append((ax, ax.fill_between(x, lo, hi, color=BLUE, alpha=0.18, linewidth=0), lo, hi))
         ax.set_ylabel("expected log-growth (% per year)", color=BLUE)
         ax.tick_params(axis="y", colors=BLUE)
         risk = ax.twinx()
-        risk.spines["right"].set_visible(True)
-        risk.grid(False)
-        for name, color, style, label in (
-            ("liquidation_probability", RED, "-", "liquidation probability (right)"),
-            ("cvar", AMBER, "--", "CVaR 95% of the log-loss (right)"),
-        ):
-            y = _array(profile.get(name))
-            if y is not None and y.shape == scale.shape:
-                if np.nanmax(np.abs(y)) < 5e-5:
-                    label += ": 0 at every scale"
-                handles += risk.plot(
-                    x, 100 * y, color=color, linestyle=style, linewidth=1.8, label=label, clip_on=False
-                )
-        risk.set_ylabel("risk over the horizon (%)")
-        risk.set_ylim(bottom=0)
+        risk_handles, risk_bands = _draw_risks(risk, x, profile, days)
+        handles += risk_handles
+        bands += risk_bands
         ax.axvline(x[chosen], color=GREY, linestyle=":", linewidth=1.2)
-        handles += ax.plot(
+        (star,) = ax.plot(
             [x[chosen]],
             [100 * growth[chosen]],
             marker="*",
@@ -300,13 +402,110 @@ def plot_growth_vs_leverage(results: dict[str, Any] | None, path: Path) -> Path 
             linestyle="none",
             label=f"chosen policy ({fmt_lev(x[chosen]) if on_leverage else 'scale 1'})",
         )
+        handles.append(star)
         mean_lev = _mean_gross(results)
         if not on_leverage and mean_lev is not None and mean_lev > 0:
             top = ax.secondary_xaxis("top", functions=(lambda s: s * mean_lev, lambda v: v / mean_lev))
             top.set_xlabel("mean gross leverage over the horizon", fontsize=9)
-        ax.set_title("Growth and risk as the chosen policy's leverage is scaled")
+        if lower is not None:
+            diff_line, diff_band = _draw_difference(lower, x, growth, chosen, diff_se)
+            handles.append(diff_line)
+            bands.append(diff_band)
+            lower.set_xlabel(xlabel)
+        else:
+            ax.set_xlabel(xlabel)
+        title = "Growth and risk as the chosen policy's leverage is scaled"
+        fig.suptitle(title, x=0.02, ha="left", fontsize=12, fontweight="bold")
+        ax.set_title(_profile_note(profile, growth_se), fontsize=9, fontweight="normal", color=GREY)
+        _freeze_limits(ax, risk, *([lower] if lower is not None else []))
+        visible = [band for axes, band, lo, hi in bands if _keep_visible(axes, band, x, lo, hi)]
+        if visible:
+            visible[0].set_label(f"shaded: ± {SE_MULTIPLE} standard errors")
+            handles.append(visible[0])
         fig.legend(handles=handles, loc="outside lower center", ncols=2)
-        return _save(fig, path)
+        return fig
+
+
+def _profile_axis(
+    config: dict[str, Any], profile: dict[str, Any], scale: np.ndarray
+) -> tuple[np.ndarray, str, bool]:
+    """The x values and label of the leverage profile, and whether they are gross leverages."""
+    kind = (config.get("policy") or {}).get("kind", "constant")
+    policy_cls = policy_class(kind)
+    gross = _array(profile.get("gross_leverage"))
+    # A static policy's gross leverage is its leverage; other policies' vary in time: use the scale.
+    if policy_cls is not None and policy_cls.static and gross is not None and gross.shape == scale.shape:
+        return gross, "gross leverage (notional / equity)", True
+    return scale, f"scale factor on the {kind} policy's leverage (1 = chosen)", False
+
+
+def _draw_risks(risk: Any, x: np.ndarray, profile: dict[str, Any], days: str) -> tuple[list, list]:
+    """Liquidation probability and CVaR (percent, right axis) with their ± 2 s.e. bands; returns
+    the lines and the bands as ``(axes, band, lo, hi)``."""
+    risk.spines["right"].set_visible(True)
+    risk.grid(False)
+    handles, bands = [], []
+    for name, color, style, words in _RISKS:
+        y = _array(profile.get(name))
+        if y is None or y.shape != x.shape:
+            continue
+        label = words.format(days=days) + " (right)"
+        if np.all(y == 0):
+            label += ": 0 at every scale"
+        elif np.nanmax(np.abs(y)) < 5e-5:
+            label += ": below 0.005% at every scale"
+        (line,) = risk.plot(
+            x, 100 * y, color=color, linestyle=style, linewidth=1.8, label=label, clip_on=False
+        )
+        handles.append(line)
+        se = _profile_series(profile, "stderr", name, x.shape)
+        if se is not None:
+            lo, hi = 100 * (y - SE_MULTIPLE * se), 100 * (y + SE_MULTIPLE * se)
+            bands.append((risk, risk.fill_between(x, lo, hi, color=color, alpha=0.15, linewidth=0), lo, hi))
+    risk.set_ylabel("risk over the horizon (%)")
+    risk.set_ylim(bottom=0)
+    return handles, bands
+
+
+def _draw_difference(
+    lower: Any, x: np.ndarray, growth: np.ndarray, chosen: int, diff_se: np.ndarray
+) -> tuple[Any, tuple]:
+    """The growth minus the chosen policy's (percent a year) with its paired ± 2 s.e. band."""
+    diff = 100 * (growth - growth[chosen])
+    (line,) = lower.plot(
+        x,
+        diff,
+        color=NAVY,
+        linewidth=1.8,
+        marker="o",
+        markersize=3,
+        label="difference from the chosen policy (lower panel)",
+    )
+    lo, hi = diff - 100 * SE_MULTIPLE * diff_se, diff + 100 * SE_MULTIPLE * diff_se
+    band = lower.fill_between(x, lo, hi, color=NAVY, alpha=0.18, linewidth=0)
+    lower.axhline(0.0, color=GREY, linewidth=1)
+    lower.axvline(x[chosen], color=GREY, linestyle=":", linewidth=1.2)
+    lower.set_ylabel("log-growth\ndifference (%/yr)")
+    lower.set_title(
+        "log-growth minus the chosen policy's, paired on the same paths",
+        fontsize=9,
+        fontweight="normal",
+        color=GREY,
+    )
+    return line, (lower, band, lo, hi)
+
+
+def _profile_note(profile: dict[str, Any], growth_se: np.ndarray | None) -> str:
+    """The line under the chart's title: which paths, and what the bands are."""
+    paths = profile.get("paths")
+    if growth_se is None:
+        return "standard errors were not saved with these results: no bands"
+    return f"the same {fmt_number(paths)} paths at every scale" if paths else "the same paths at every scale"
+
+
+def plot_growth_vs_leverage(results: dict[str, Any] | None, path: Path) -> Path | None:
+    """:func:`figure_growth_vs_leverage` saved as PNG."""
+    return _save_figure(figure_growth_vs_leverage(results), path)
 
 
 def _mean_gross(results: dict[str, Any] | None) -> float | None:
@@ -315,8 +514,9 @@ def _mean_gross(results: dict[str, Any] | None) -> float | None:
     return None if found is None else float(np.nanmean(found[1][:-1]))
 
 
-def plot_convergence(results: dict[str, Any] | None, path: Path) -> Path | None:
-    """The optimizer's objective and largest constraint violation at each recorded step."""
+def figure_convergence(results: dict[str, Any] | None) -> Figure | None:
+    """The optimizer's objective and largest constraint violation at each recorded step; the final
+    objective's ± 2 s.e. band (Monte Carlo error of the in-sample estimate) when it was saved."""
     opt = (results or {}).get("optimizer")
     history = opt.get("history") if isinstance(opt, dict) else None
     if not isinstance(history, list) or not history or not all(isinstance(h, dict) for h in history):
@@ -328,13 +528,16 @@ def plot_convergence(results: dict[str, Any] | None, path: Path) -> Path | None:
         return None
     label = goal((results or {}).get("config") or {})
     name = label[0] if label else "objective"
+    in_sample = (results or {}).get("in_sample") or {}
+    final_se = num((in_sample.get("stderr") or {}).get(name)) if isinstance(in_sample, dict) else math.nan
     marker = "o" if len(steps) <= 30 else None
     with _style():
         fig = _figure(8, 5)
         top, bottom = fig.subplots(2, 1, sharex=True, height_ratios=[3, 2])
 
         pct = metric_style(name) in ("pct", "pct_yr")
-        shown = 100 * objective if pct else objective
+        factor = 100.0 if pct else 1.0
+        shown = factor * objective
         unit = " (% per year)" if metric_style(name) == "pct_yr" else " (%)" if pct else ""
         top.plot(steps, shown, color=BLUE, linewidth=2, marker=marker, markersize=4)
         top.ticklabel_format(axis="y", useOffset=False)
@@ -346,6 +549,9 @@ def plot_convergence(results: dict[str, Any] | None, path: Path) -> Path | None:
         top.set_ylabel(f"{name}{unit}\nin sample")
         bottom.xaxis.set_major_locator(MaxNLocator(integer=True))
         top.set_title(f"Optimizer convergence ({opt.get('method', '?')})")
+        if stderr_state(objective[np.isfinite(objective)][-1], final_se) == "ok":
+            paths = in_sample.get("paths") or in_sample.get("scenarios")
+            _final_band(top, steps, float(finite[-1]), factor * final_se, paths)
         has_violation = np.any(np.isfinite(violation))
         if has_violation:
             bottom.plot(steps, violation, color=RED, linewidth=1.8, marker=marker, markersize=4)
@@ -375,7 +581,24 @@ def plot_convergence(results: dict[str, Any] | None, path: Path) -> Path | None:
             )
         bottom.set_ylabel("max constraint violation")
         bottom.set_xlabel("optimizer step")
-        return _save(fig, path)
+        return fig
+
+
+def _final_band(ax: Any, steps: np.ndarray, last: float, se: float, paths: Any) -> None:
+    """The final objective's ± 2 s.e. band across the history, named when it can be seen."""
+    lo, hi = last - SE_MULTIPLE * se, last + SE_MULTIPLE * se
+    band = ax.axhspan(lo, hi, color=BLUE, alpha=0.12, linewidth=0)
+    _freeze_limits(ax)
+    span = np.asarray([steps[0], steps[-1]], float)
+    if _keep_visible(ax, band, span, np.full(2, lo), np.full(2, hi)):
+        where = f" on the {fmt_number(paths)} search paths" if paths else ""
+        band.set_label(f"final value ± {SE_MULTIPLE} s.e.{where} (Monte Carlo error)")
+        ax.legend(loc="lower right")
+
+
+def plot_convergence(results: dict[str, Any] | None, path: Path) -> Path | None:
+    """:func:`figure_convergence` saved as PNG."""
+    return _save_figure(figure_convergence(results), path)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -493,10 +716,11 @@ def plot_frontier(inputs: RunInputs, path: Path) -> Path | None:
         ax = fig.add_subplot()
         xe = table.get("stderr." + xcol.removeprefix("metrics."))
         ye = table.get("stderr." + ycol.removeprefix("metrics."))
+        bars = None
         if xe is not None and ye is not None:
             xerr = 100 * np.nan_to_num(np.asarray([num(v) for v in xe])[ok])
             yerr = 100 * np.nan_to_num(np.asarray([num(v) for v in ye])[ok])
-            ax.errorbar(
+            bars = ax.errorbar(
                 100 * x[ok],
                 100 * y[ok],
                 xerr=xerr,
@@ -543,9 +767,21 @@ def plot_frontier(inputs: RunInputs, path: Path) -> Path | None:
         ax.set_xlabel(f"{xcol.removeprefix('metrics.')}: expected shortfall of the log-loss (%)")
         ax.set_ylabel(f"{ycol.removeprefix('metrics.')}: expected log-growth (% per year)")
         ax.set_title(f"Growth–risk frontier across {int(ok.sum())} sweep points")
+        if bars is not None and _errorbars_visible(ax, 100 * x[ok], 100 * y[ok], xerr, yerr):
+            bars.set_label("± 1 standard error")
         if ax.get_legend_handles_labels()[0]:
             ax.legend(loc="best")
         return _save(fig, path)
+
+
+def _errorbars_visible(ax: Any, x: np.ndarray, y: np.ndarray, xerr: np.ndarray, yerr: np.ndarray) -> bool:
+    """Whether the longest error bar (either direction) spans at least :data:`MIN_BAND_PX`."""
+    ax.figure.draw_without_rendering()
+    to_px = ax.transData.transform
+    centre = to_px(np.column_stack([x, y]))
+    dx = np.abs(to_px(np.column_stack([x + xerr, y]))[:, 0] - centre[:, 0])
+    dy = np.abs(to_px(np.column_stack([x, y + yerr]))[:, 1] - centre[:, 1])
+    return bool(np.nanmax(np.concatenate([dx, dy]), initial=0.0) >= MIN_BAND_PX)
 
 
 def plot_heatmap(inputs: RunInputs, path: Path) -> Path | None:
@@ -690,22 +926,21 @@ def plot_sweep_lines(inputs: RunInputs, path: Path) -> Path | None:
     with _style():
         fig = _figure(8, 2.6 * len(panels) + 0.6)
         axes = np.atleast_1d(fig.subplots(len(panels), 1, sharex=True, squeeze=False)[:, 0])
+        bands = []
         for ax, (y, se, label, color) in zip(axes, panels, strict=True):
             ax.plot(x[order], y[order], color=color, marker="o", linewidth=2, markersize=4)
             if se is not None:
-                ax.fill_between(
-                    x[order],
-                    (y - 2 * se)[order],
-                    (y + 2 * se)[order],
-                    color=color,
-                    alpha=0.15,
-                    linewidth=0,
-                    label="± 2 standard errors",
-                )
-                ax.legend(loc="best")
+                lo, hi = (y - SE_MULTIPLE * se)[order], (y + SE_MULTIPLE * se)[order]
+                band = ax.fill_between(x[order], lo, hi, color=color, alpha=0.15, linewidth=0)
+                bands.append((ax, band, lo, hi))
             ax.set_ylabel(label)
         axes[-1].set_xlabel(key)
         axes[0].set_title(f"Sweep over {key}")
+        _freeze_limits(*axes)
+        for ax, band, lo, hi in bands:
+            if _keep_visible(ax, band, x[order], lo, hi):
+                band.set_label(f"± {SE_MULTIPLE} standard errors")
+                ax.legend(loc="best")
         return _save(fig, path)
 
 
@@ -828,7 +1063,8 @@ PLOTS = (
     ("leverage.png", "Leverage over time", lambda d, p: plot_leverage(d.results, p)),
     (
         "growth_vs_leverage.png",
-        "Growth and risk against leverage",
+        "Growth and risk against leverage, on the out-of-sample paths (the same at every scale); "
+        "shaded: ± 2 standard errors",
         lambda d, p: plot_growth_vs_leverage(d.results, p),
     ),
     ("convergence.png", "Optimizer convergence", lambda d, p: plot_convergence(d.results, p)),
