@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
-import json
+import contextlib
+import errno
+import os
+import re
 import sys
+import traceback
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Annotated, Optional
 
-import numpy as np
 import typer
 from rich.console import Console
 from rich.markup import escape
@@ -19,19 +23,21 @@ from rich.progress import (
     TimeElapsedColumn,
     TimeRemainingColumn,
 )
-from rich.table import Table
 
 from levopt.calibrate.cli import calibrate_command
 from levopt.config import Config, config_dir, load_config
 from levopt.data.cli import data_app
 from levopt.errors import ConfigError, LevoptError
+from levopt.estimate import check_executor
 from levopt.io import write_json
+from levopt.outputs import claim_file, claim_run_dir, reset_crash_log_dir, write_crash_log
 from levopt.report import make_report
 from levopt.report.cli import report_command
-from levopt.results import parameter_rows
+from levopt.resources import check_memory, check_memory_all
 from levopt.runner import evaluate as run_evaluate
 from levopt.runner import run as run_optimize
 from levopt.sweep import SweepRunner
+from levopt.terminal import evaluate_summary, json_text, run_summary, search_bar
 from levopt.venues.cli import liq_price_command
 
 app = typer.Typer(
@@ -48,30 +54,22 @@ SetOpt = Annotated[
     Optional[list[str]],  # noqa: UP045 - typer needs Optional here
     typer.Option("--set", help="Override a config key: --set model.sigma=0.6 (repeatable)."),
 ]
+QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="Print only errors and the paths written.")]
+JsonOpt = Annotated[
+    bool, typer.Option("--json", help="Print the result as JSON on stdout (and nothing else there).")
+]
+ForceOpt = Annotated[
+    bool,
+    typer.Option("--force", help="Overwrite --out even when it holds the results of a different config."),
+]
 
 
-def metrics_table(title: str, metrics: dict[str, float], stderr: dict[str, float]) -> Table:
-    table = Table(title=title)
-    table.add_column("metric")
-    table.add_column("value", justify="right")
-    table.add_column("± std. error", justify="right")
-    for name, value in metrics.items():
-        se = stderr.get(name)
-        table.add_row(name, f"{value:.6g}", "" if se is None or se != se else f"{se:.2g}")
-    return table
-
-
-def policy_table(result: dict) -> Table:
-    """The optimized parameters with their standard errors over the replicate searches."""
-    table = Table(title=f"policy ({result['optimizer'].get('replicates', 1)} independent searches)")
-    table.add_column("parameter")
-    table.add_column("value", justify="right")
-    table.add_column("± s.e.", justify="right")
-    loose = set(result.get("not_identified") or [])
-    for label, value, se in parameter_rows(result["policy"], result.get("policy_stderr") or {}):
-        flag = " [yellow](not identified)[/]" if label in loose else ""
-        table.add_row(label + flag, f"{value:.4g}", "" if not np.isfinite(se) else f"{se:.2g}")
-    return table
+def _show(summary: object, written: Path | None, quiet: bool) -> None:
+    """The human summary (on stderr) unless ``quiet``, then the path written, if any."""
+    if not quiet:
+        console.print(summary)
+    if written is not None:
+        console.print(f"wrote {escape(str(written))}", soft_wrap=True, highlight=False)
 
 
 @app.command()
@@ -79,6 +77,16 @@ def evaluate(
     config: ConfigArg,
     out: Annotated[Optional[Path], typer.Option(help="Write the results JSON here.")] = None,  # noqa: UP045
     set_: SetOpt = None,
+    executor: Annotated[
+        str, typer.Option(help="local (chunks over all JAX devices) or ray (chunks as Ray tasks).")
+    ] = "local",
+    address: Annotated[
+        Optional[str],  # noqa: UP045
+        typer.Option(help="Ray cluster address (host:port) for --executor ray; default: a local Ray."),
+    ] = None,
+    quiet: QuietOpt = False,
+    json_: JsonOpt = False,
+    force: ForceOpt = False,
 ) -> None:
     """Simulate a config's leverage policy and report its metrics with standard errors."""
     cfg = load_config(config, set_ or [])
@@ -86,18 +94,20 @@ def evaluate(
         raise ConfigError(
             "sweep", f"levopt evaluate runs one config; run the sweep with: levopt run {config} --out DIR"
         )
-    result = run_evaluate(cfg, base_dir=config_dir(config))
+    check_executor(executor, address)
+    # Everything that can be checked is checked before the computation starts.
+    if out is not None:
+        claim_file(out, "--out", identity=cfg.resolved(), force=force)
+    check_memory(cfg, config_dir(config))
+    result = run_evaluate(cfg, base_dir=config_dir(config), executor=executor, address=address)
     if out is not None:
         write_json(out, result)
-    console.print(
-        metrics_table(
-            f"{config.name}: {result['config']['paths']} paths", result["metrics"], result["stderr"]
-        )
-    )
-    if out is None:
-        sys.stdout.write(
-            json.dumps({"metrics": result["metrics"], "stderr": result["stderr"]}, indent=2) + "\n"
-        )
+    _show(evaluate_summary(result, config.name), out, quiet)
+    if json_:
+        sys.stdout.write(json_text(result))
+    elif out is None and not quiet:
+        # Without --out the metrics go to stdout too, as before --json existed.
+        sys.stdout.write(json_text({"metrics": result["metrics"], "stderr": result["stderr"]}))
 
 
 @app.command()
@@ -116,43 +126,54 @@ def run(
     ] = None,  # noqa: UP045
     limit: Annotated[int | None, typer.Option(help="Sweeps: compute at most this many new points.")] = None,  # noqa: UP045
     report: Annotated[bool, typer.Option(help="Write plots and report.html into --out.")] = True,
+    quiet: QuietOpt = False,
+    json_: JsonOpt = False,
+    force: ForceOpt = False,
 ) -> None:
     """Optimize the config's policy (or run its sweep), test it out of sample, write results and a report."""
     cfg = load_config(config, set_ or [])
     if cfg.sweep is not None:
-        _run_sweep(cfg, config_dir(config), out, resume, executor, address, limit)
+        _run_sweep(
+            cfg,
+            config_dir(config),
+            out,
+            resume,
+            executor,
+            address,
+            limit,
+            quiet=quiet,
+            as_json=json_,
+            force=force,
+        )
     else:
         if executor != "local" or address is not None or resume or limit is not None:
             raise ConfigError(
                 "--executor",
                 "--executor, --address, --resume and --limit apply to configs with a sweep block",
             )
-        _run_single(cfg, config_dir(config), config.name, out)
+        # Everything that can be checked is checked before the computation starts.
+        claim_run_dir(out, "--out", kind="run", identity=cfg.resolved(), force=force)
+        check_memory(cfg, config_dir(config))
+        _run_single(cfg, config_dir(config), config.name, out, quiet=quiet, as_json=json_)
     if report:
         _write_report(out)
 
 
-def _run_single(cfg: Config, base_dir: Path, name: str, out: Path) -> None:
+def _run_single(
+    cfg: Config, base_dir: Path, name: str, out: Path, *, quiet: bool = False, as_json: bool = False
+) -> None:
     if cfg.objective is None:
-        with console.status(f"evaluating {name}"):
+        with nullcontext() if quiet else console.status(f"evaluating {name}"):
             result = run_evaluate(cfg, base_dir=base_dir)
-        write_json(out / "results.json", result)
-        console.print(metrics_table(f"{name}: {cfg.paths} paths", result["metrics"], result["stderr"]))
-        return
-    with console.status(f"optimizing {name} ({(cfg.optimizer or {}).get('method', 'optax')})"):
-        result = run_optimize(cfg, base_dir=base_dir)
+        summary = evaluate_summary(result, name)
+    else:
+        with search_bar(console, cfg.resolved(), enabled=not quiet) as bar:
+            result = run_optimize(cfg, base_dir=base_dir, progress=bar)
+        summary = run_summary(result, name)
     write_json(out / "results.json", result)
-    console.print(policy_table(result))
-    oos = result["out_of_sample"]
-    console.print(metrics_table(f"out of sample: {cfg.paths} fresh paths", oos["metrics"], oos["stderr"]))
-    for c in result["constraints"]:
-        mark = "[green]ok[/]" if c["satisfied"] else "[red]violated[/]"
-        console.print(f"constraint {c['metric']} {c['sense']} {c['limit']:g}: {c['value']:.6g} {mark}")
-    opt = result["optimizer"]
-    console.print(
-        f"{opt['method']}: {opt['iterations']} iterations, converged={opt['converged']}, {opt['wall_s']:.1f} s"
-    )
-    console.print(f"wrote {out / 'results.json'}")
+    _show(summary, out / "results.json", quiet)
+    if as_json:
+        sys.stdout.write(json_text(result))
 
 
 def _run_sweep(
@@ -163,10 +184,22 @@ def _run_sweep(
     executor: str,
     address: str | None,
     limit: int | None,
+    *,
+    quiet: bool = False,
+    as_json: bool = False,
+    force: bool = False,
 ) -> None:
     runner = SweepRunner(
-        cfg, out, resume=resume, executor=executor, address=address, limit=limit, base_dir=base_dir
+        cfg,
+        out,
+        resume=resume,
+        executor=executor,
+        address=address,
+        limit=limit,
+        base_dir=base_dir,
+        force=force,
     )
+    check_memory_all([load_config(p.config) for p in runner.points], base_dir)
     done_before = len(runner.finished())
     columns = (
         TextColumn("sweep"),
@@ -176,7 +209,7 @@ def _run_sweep(
         TextColumn("eta"),
         TimeRemainingColumn(),
     )
-    with Progress(*columns, console=console, transient=False) as bar:
+    with Progress(*columns, console=console, transient=False, disable=quiet) as bar:
         task = bar.add_task("points", total=None)
         try:
             frame = runner.run(lambda done, total: bar.update(task, completed=done, total=total))
@@ -185,10 +218,13 @@ def _run_sweep(
                 f"interrupted: {runner.computed} new point(s) saved in {out}; continue with --resume"
             )
             raise typer.Exit(130) from None
-    console.print(
-        f"{len(frame)} of {len(runner.points)} points finished ({done_before} resumed, {runner.computed} computed); "
-        f"wrote {out / 'results.parquet'}"
-    )
+    if not quiet:
+        console.print(
+            f"{len(frame)} of {len(runner.points)} points finished ({done_before} resumed, {runner.computed} computed)"
+        )
+    console.print(f"wrote {escape(str(out / 'results.parquet'))}", soft_wrap=True, highlight=False)
+    if as_json:
+        sys.stdout.write(json_text(frame.to_dict(orient="records")))
 
 
 def _write_report(out: Path) -> None:
@@ -207,13 +243,84 @@ def _root() -> None:
     """Leverage optimization for crypto derivatives by simulation and optimization."""
 
 
+def _one_line(text: str) -> str:
+    """``text`` on one line: line breaks become "; ", other unprintable characters (including the
+    separators that ``str.splitlines`` breaks at, such as U+2028) their escapes."""
+    text = re.sub(r"\s*[\r\n]+\s*", "; ", text.strip())
+    return "".join(ch if ch.isprintable() else ch.encode("unicode_escape").decode("ascii") for ch in text)
+
+
+def _error(message: str, label: str = "error") -> None:
+    console.print(f"[bold red]{label}:[/] {escape(_one_line(message))}", highlight=False, soft_wrap=True)
+
+
+def _out_of_memory(exc: BaseException) -> bool:
+    return isinstance(exc, MemoryError) or "RESOURCE_EXHAUSTED" in str(exc)[:2000]
+
+
+USER_OS_ERRORS = {
+    errno.ENOSPC,
+    errno.EDQUOT,
+    errno.EACCES,
+    errno.EPERM,
+    errno.EROFS,
+    errno.ENOTDIR,
+    errno.EISDIR,
+    errno.ENAMETOOLONG,
+}
+"""File-system errors the user can fix (space, permissions, a path of the wrong kind): one line
+and exit code 2, like bad input."""
+
+
 def main() -> None:
-    """Entry point: user errors become one line on stderr and exit code 2 (usage errors too)."""
+    """Entry point: every error is one line on stderr.
+
+    Exit codes: 0 success; 2 bad input (a :class:`~levopt.errors.LevoptError`, a usage error, a file
+    that cannot be written, memory exhausted); 1 an internal error, whose traceback goes to
+    ``levopt-error.log`` in the run directory (or a temporary file), named in the line; 130 when
+    interrupted (Ctrl-C; a sweep first says how to resume).
+    """
+    reset_crash_log_dir()
     try:
-        app()
+        code = app(standalone_mode=False)
     except LevoptError as exc:
-        console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
+        _error(str(exc))
         sys.exit(2)
+    except typer.TyperException as exc:  # click's usage errors: unknown option, bad value, missing argument
+        ctx = getattr(exc, "ctx", None)
+        if type(exc).__name__ == "NoArgsIsHelpError" and ctx is not None:
+            typer.echo(ctx.get_help())
+            sys.exit(2)
+        where = f" (see: {ctx.command_path} --help)" if ctx is not None else ""
+        _error(exc.format_message() + where)  # type: ignore[attr-defined]
+        sys.exit(2)
+    except typer.Abort:
+        _error("aborted", "levopt")
+        sys.exit(1)
+    except BrokenPipeError:  # stdout closed early (levopt ... | head): not an error of levopt
+        # Python's recipe: point stdout at devnull so that the flush at exit does not fail again.
+        with contextlib.suppress(OSError, ValueError, AttributeError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        sys.exit(1)
+    except Exception as exc:  # the last resort: one line here, the traceback in a file
+        log = write_crash_log(traceback.format_exc())
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        if _out_of_memory(exc):
+            _error(
+                f"out of memory ({type(exc).__name__}: {first}); lower paths, chunk_size, "
+                f"optimizer.paths or optimizer.scenarios (details: {log})"
+            )
+            sys.exit(2)
+        if isinstance(exc, OSError) and exc.errno in USER_OS_ERRORS:
+            target = exc.filename if exc.filename is not None else "a file"
+            _error(f"cannot access {target}: {exc.strerror or exc} (details: {log})")
+            sys.exit(2)
+        _error(
+            f"{type(exc).__name__}: {first} -- this is a bug in levopt; the traceback is in {log}",
+            "internal error",
+        )
+        sys.exit(1)
+    sys.exit(code if isinstance(code, int) else 0)
 
 
 if __name__ == "__main__":

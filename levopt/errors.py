@@ -15,6 +15,11 @@ class ConfigError(LevoptError, ValueError):
         super().__init__(f"{field}: {message}" if field else message)
 
 
+class ResourceError(ConfigError):
+    """The computation a config asks for would not fit in memory: the message names the setting
+    that scales it, the estimate, the memory available and the largest value that fits."""
+
+
 class DataError(LevoptError, ValueError):
     """Price or returns data is malformed: the message names the file, the row and the problem."""
 

@@ -1,18 +1,27 @@
-"""Atomic result files: a crash mid-write never leaves a truncated result behind."""
+"""Files in and out: atomic writes (a crash mid-write never leaves a truncated result behind),
+strict JSON (every non-finite number is written as ``null``; ``NaN``/``Infinity`` never appear),
+and bounded, checked reads of user text files (configs, position lists)."""
 
 from __future__ import annotations
 
 import json
 import math
 import os
+import sys
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import numpy as np
 
+from levopt.errors import ConfigError
+
+MAX_TEXT_BYTES = 10 * 2**20
+"""Largest config or other user text file read (10 MiB): a bigger one is not a hand-written config."""
+
 
 def _jsonable(obj: Any) -> Any:
+    """Plain JSON data: numpy and JAX arrays as lists, paths as strings, NaN and ±inf as None."""
     if isinstance(obj, dict):
         return {str(k): _jsonable(v) for k, v in obj.items()}
     if isinstance(obj, list | tuple):
@@ -22,10 +31,27 @@ def _jsonable(obj: Any) -> Any:
     if isinstance(obj, np.generic):
         return _jsonable(obj.item())
     if isinstance(obj, float) and not math.isfinite(obj):
-        return None if math.isnan(obj) else ("inf" if obj > 0 else "-inf")
+        # Undefined (a standard error from one path) or unbounded (the log-growth of ruin): null.
+        return None
     if isinstance(obj, Path):
         return str(obj)
     return obj
+
+
+def dumps_json(obj: Any, *, indent: int | None = 2) -> str:
+    """``obj`` as strict JSON text (RFC 8259): non-finite numbers become ``null``.
+
+    Raises:
+        ValueError: never for data from :func:`_jsonable`; ``allow_nan=False`` guards the contract.
+    """
+    return json.dumps(_jsonable(obj), indent=indent, allow_nan=False)
+
+
+def write_json_stream(obj: Any, stream: IO[str] | None = None) -> None:
+    """Write ``obj`` as strict, indented JSON and a newline to ``stream`` (default: stdout)."""
+    stream = sys.stdout if stream is None else stream
+    stream.write(dumps_json(obj) + "\n")
+    stream.flush()
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
@@ -49,10 +75,62 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
     return path
 
 
+def atomic_write_text(path: str | Path, text: str) -> Path:
+    """:func:`atomic_write_bytes` of UTF-8 text."""
+    return atomic_write_bytes(path, text.encode("utf-8"))
+
+
 def write_json(path: str | Path, obj: Any) -> Path:
-    """Atomically write ``obj`` as indented JSON (NaN -> null, numpy -> lists)."""
-    return atomic_write_bytes(path, (json.dumps(_jsonable(obj), indent=2) + "\n").encode())
+    """Atomically write ``obj`` as indented strict JSON (non-finite -> null, numpy -> lists)."""
+    return atomic_write_text(path, dumps_json(obj) + "\n")
 
 
 def read_json(path: str | Path) -> Any:
-    return json.loads(Path(path).read_text())
+    return json.loads(Path(path).read_text(encoding="utf-8"))
+
+
+def read_text(path: str | Path, field: str, *, max_bytes: int = MAX_TEXT_BYTES) -> str:
+    """The UTF-8 text of a user file (a UTF-8 byte-order mark is dropped), checked first.
+
+    Args:
+        path: the file.
+        field: how the user named it (``config``, ``--positions``): errors start with it.
+        max_bytes: largest size read.
+
+    Raises:
+        ConfigError: naming ``field`` and the file when it is missing, not a regular file, larger
+            than ``max_bytes``, unreadable, binary (a NUL byte) or not UTF-8 (the byte offset).
+    """
+    path = Path(path)
+    if not path.exists():
+        raise ConfigError(field, f"file not found: {path}")
+    if path.is_dir():
+        raise ConfigError(field, f"{path} is a directory, not a file")
+    if not path.is_file():
+        raise ConfigError(field, f"{path} is not a regular file")
+    try:
+        size = path.stat().st_size
+        if size > max_bytes:
+            raise ConfigError(
+                field,
+                f"{path} has {size:,} bytes; allowed: at most {max_bytes:,} ({max_bytes / 2**20:g} MiB), "
+                "is it the right file?",
+            )
+        with path.open("rb") as fh:
+            data = fh.read(max_bytes + 1)
+    except OSError as exc:
+        raise ConfigError(field, f"cannot read {path} ({exc.strerror or exc})") from None
+    if len(data) > max_bytes:  # grew while being read, or a size stat does not report
+        raise ConfigError(field, f"{path} is larger than {max_bytes:,} bytes; allowed: at most that")
+    nul = data.find(b"\x00")
+    if nul >= 0:
+        raise ConfigError(field, f"{path} is a binary file (NUL byte at offset {nul}), not UTF-8 text")
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        raise ConfigError(
+            field,
+            f"{path} is not UTF-8 text (byte 0x{data[exc.start]:02x} at offset {exc.start}, line {line}); "
+            "allowed: UTF-8, save the file in that encoding",
+        ) from None

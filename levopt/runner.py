@@ -11,9 +11,10 @@ import numpy as np
 
 from levopt.calibrate import model_from_calibration
 from levopt.config import Config, config_dir, load_config, parse_objective
-from levopt.engine import simulate_returns
+from levopt.engine.simulate import simulate_returns_jit
+from levopt.estimate import estimate
 from levopt.objectives import get_metric
-from levopt.optimize import Found, optimize_policy
+from levopt.optimize import Found, Progress, optimize_policy
 from levopt.precision import scoped_x64
 from levopt.problem import (
     STREAM_OUT_OF_SAMPLE,
@@ -48,8 +49,18 @@ def build(config: ConfigSource, *, base_dir: str | Path | None = None) -> Proble
 
 
 @scoped_x64
-def evaluate(config: ConfigSource, *, base_dir: str | Path | None = None) -> dict[str, Any]:
+def evaluate(
+    config: ConfigSource,
+    *,
+    base_dir: str | Path | None = None,
+    executor: str = "local",
+    address: str | None = None,
+) -> dict[str, Any]:
     """Simulate a config's policy and report its metrics with Monte Carlo standard errors.
+
+    Memory stays bounded by ``chunk_size`` whatever ``paths`` is (:mod:`levopt.estimate`): the
+    chunks run on every local JAX device, or as tasks on a Ray cluster with ``executor="ray"``
+    (``address``: ``host:port``; None starts a local Ray instance) — with identical numbers.
 
     Returns:
         ``{"metrics", "stderr", "config", "seed", "versions", "timings"}`` (an
@@ -59,9 +70,8 @@ def evaluate(config: ConfigSource, *, base_dir: str | Path | None = None) -> dic
     problem = build(config, base_dir=base_dir)
     cfg = problem.cfg
     t_build = time.perf_counter()
-    outcome = jax.block_until_ready(problem.simulate(problem.key(STREAM_PATHS)))
-    t_sim = time.perf_counter()
-    estimates = problem.metrics(outcome)
+    info: dict[str, Any] = {}
+    estimates = estimate(problem, problem.key(STREAM_PATHS), executor=executor, address=address, info=info)
     t_end = time.perf_counter()
     return EvaluateResult(
         **estimates,
@@ -70,10 +80,10 @@ def evaluate(config: ConfigSource, *, base_dir: str | Path | None = None) -> dic
         versions=versions(),
         timings={
             "build_s": t_build - t0,
-            "simulate_s": t_sim - t_build,
-            "metrics_s": t_end - t_sim,
+            "simulate_s": t_end - t_build,
             "total_s": t_end - t0,
-            "path_steps_per_s": cfg.paths * cfg.steps / max(t_sim - t_build, 1e-12),
+            "path_steps_per_s": cfg.paths * cfg.steps / max(t_end - t_build, 1e-12),
+            **{k: v for k, v in info.items() if v is not None},
         },
         calibration=problem.calibration,
     ).to_dict()
@@ -93,7 +103,8 @@ def simulate(config: ConfigSource, *, base_dir: str | Path | None = None) -> np.
     else:
         model, n_draws = build_model(cfg, base), None
     key = jax.random.fold_in(jax.random.PRNGKey(cfg.seed), STREAM_PATHS)
-    x = simulate_returns(
+    # Compiled once per model structure and shape: a repeated call pays the computation only.
+    x = simulate_returns_jit(
         key, model, paths=cfg.paths, steps=cfg.steps, dt=cfg.dt, dtype=dtype, n_draws=n_draws
     )
     x = np.asarray(x)
@@ -156,11 +167,18 @@ def _spread_report(problem: Problem, found: Found) -> tuple[dict[str, Any], list
 
 
 @scoped_x64
-def run(config: ConfigSource, *, profiles: bool = True, base_dir: str | Path | None = None) -> dict[str, Any]:
+def run(
+    config: ConfigSource,
+    *,
+    profiles: bool = True,
+    base_dir: str | Path | None = None,
+    progress: Progress | None = None,
+) -> dict[str, Any]:
     """Optimize the config's policy (``objective`` + ``optimizer``) and evaluate it out of sample.
 
     With ``profiles`` the result also holds ``trajectories`` (equity and leverage quantiles over
     time) and ``leverage_profile`` (growth and risk with the policy's leverage scaled), for plots.
+    ``progress`` is called as the searches advance (:func:`~levopt.optimize.optimize_policy`).
 
     Returns:
         ``{"policy", "in_sample", "out_of_sample", "constraints", "optimizer", "config", "seed",
@@ -171,10 +189,9 @@ def run(config: ConfigSource, *, profiles: bool = True, base_dir: str | Path | N
     problem = build(config, base_dir=base_dir)
     cfg = problem.cfg
     objective = parse_objective(cfg.objective)
-    found = optimize_policy(problem, objective)
+    found = optimize_policy(problem, objective, progress=progress)
     key = problem.key(STREAM_OUT_OF_SAMPLE)
-    oos_outcome = jax.block_until_ready(problem.simulate(key, policy=found.policy))
-    out_of_sample = problem.metrics(oos_outcome, objective.reported())
+    out_of_sample = estimate(problem, key, found.policy, objective.reported())
     policy_stderr, not_identified = _spread_report(problem, found)
     return RunResult(
         policy=problem.policy.report_params(found.params, cfg.policy_config_typed()),

@@ -25,8 +25,11 @@ def _is_type_tag(part: object) -> bool:
 
 
 def format_validation_error(exc: ValidationError, prefix: str = "") -> ConfigError:
-    """Turn pydantic's report into one line naming the first offending field."""
-    err = exc.errors()[0]
+    """Turn pydantic's report into one line naming the offending field: the first error that
+    reaches deepest into the config (in a union such as ``float | {init, min, max}``, the member
+    the value was meant for, e.g. ``policy.leverage.init`` rather than ``policy.leverage``)."""
+    errors = exc.errors()
+    err = max(errors, key=lambda e: sum(not _is_type_tag(p) for p in e["loc"]))
     loc = ".".join(str(p) for p in err["loc"] if not _is_type_tag(p))
     field = ".".join(p for p in (prefix, loc) if p)
     msg = err["msg"].removeprefix("Value error, ")

@@ -10,7 +10,9 @@ A config's ``sweep:`` block maps dotted config keys to lists of values::
 Each point is the base config with its values set. Every finished point is written at once to
 ``DIR/points/<point_id>/results.json`` (atomically) and ``DIR/results.parquet`` is rebuilt from
 them, so an interrupted sweep loses nothing and ``resume`` skips finished points. ``point_id`` is
-a hash of the point's resolved config, so a changed config never reuses stale results.
+a hash of the point's resolved config, so a changed config never reuses stale results. ``sweep.json``
+records the sweep's config: a directory holding another sweep (or a single run) is refused before
+anything runs, unless ``force``.
 
 Points without an ``objective`` are evaluated; points that differ only in numbers (same model,
 policy and sizes) run as one ``vmap``-ped computation, sharded over all local JAX devices. Points
@@ -25,7 +27,6 @@ import io
 import itertools
 import json
 import math
-import socket
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -43,8 +44,10 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from levopt.config import Config, config_dir, load_config, set_dotted
 from levopt.engine import MarketConfig, simulate_outcome
 from levopt.errors import ConfigError, LevoptError
+from levopt.estimate import check_executor
 from levopt.io import atomic_write_bytes, write_json
 from levopt.objectives import freeze_specs, metric_arrays, thaw_specs
+from levopt.outputs import claim_run_dir
 from levopt.paths import MODELS
 from levopt.policies import POLICIES
 from levopt.precision import scoped_x64
@@ -52,7 +55,6 @@ from levopt.problem import STREAM_PATHS, Problem, versions
 from levopt.results import EvaluateResult, SweepMeta, SweepRow, read_result
 from levopt.runner import build, evaluate, run
 
-EXECUTORS = ("local", "ray")
 MAX_BATCH_PATHS = 1 << 17
 """Paths x points simulated at once in an evaluation batch (memory bound)."""
 
@@ -164,9 +166,12 @@ def compute_point(config: dict[str, Any], base_dir: str | Path = ".") -> dict[st
 def compute_unit(
     configs: list[dict[str, Any]], base_dir: str | Path = ".", pad_to: int = 1
 ) -> list[dict[str, Any]]:
-    """Results of a work unit: one optimized point, or evaluation points of one structure (batched)."""
-    if len(configs) == 1 and configs[0].get("objective") is not None:
-        return [compute_point(configs[0], base_dir)]
+    """Results of a work unit: one optimized or large point, or evaluation points of one structure
+    (batched)."""
+    if len(configs) == 1:
+        cfg = load_config(configs[0])
+        if cfg.objective is not None or cfg.paths > MAX_BATCH_PATHS:
+            return [compute_point(configs[0], base_dir)]
     return evaluate_batch([build(c, base_dir=base_dir) for c in configs], pad_to=pad_to)
 
 
@@ -320,31 +325,31 @@ class SweepRunner:
         limit: int | None = None,
         batch: int | None = None,
         base_dir: str | Path = ".",
+        force: bool = False,
     ):
-        if executor not in EXECUTORS:
-            raise ConfigError("--executor", f"unknown executor {executor!r}; allowed: {', '.join(EXECUTORS)}")
-        if address is not None and executor != "ray":
-            raise ConfigError("--address", "only used with --executor ray")
+        check_executor(executor, address)
         self.config, self.out_dir, self.resume, self.executor = config, Path(out_dir), resume, executor
-        self.address, self.limit, self.batch = address, limit, batch
+        self.address, self.limit, self.batch, self.force = address, limit, batch, force
         self.base_dir = Path(base_dir)
         self.keys, self.points = expand(config)
         self.computed = 0
         self._rows: dict[str, dict[str, Any]] = {}
+        # Before anything runs: --out is a writable directory holding nothing or this sweep
+        # (sweep.json records its config); a different run or sweep there needs force.
+        claim_run_dir(
+            self.out_dir,
+            "--out",
+            kind="sweep",
+            identity=config.model_dump(mode="json", exclude_none=True),
+            force=force,
+        )
         done = self.finished()
-        if done and not resume:
+        if done and not resume and not force:
             raise ConfigError(
                 "--out",
                 f"{self.out_dir} already holds {len(done)} finished point(s) of this sweep; "
-                "pass --resume to continue it, or choose another --out",
+                "pass --resume to continue it, --force to compute them again, or choose another --out",
             )
-        if executor == "ray":
-            try:
-                import ray  # noqa: F401
-            except ImportError:
-                raise ConfigError("--executor", "ray is not installed: pip install 'levopt[ray]'") from None
-            if address is not None:
-                _check_reachable(address)
 
     def point_file(self, point: Point) -> Path:
         return self.out_dir / "points" / point.point_id / "results.json"
@@ -354,7 +359,8 @@ class SweepRunner:
 
     @scoped_x64
     def run(self, progress: Callable[[int, int], None] | None = None) -> pd.DataFrame:
-        done = self.finished()
+        # --force without --resume recomputes every point (their files are overwritten).
+        done = set() if self.force and not self.resume else self.finished()
         write_json(
             self.out_dir / "sweep.json",
             SweepMeta(
@@ -400,7 +406,8 @@ class SweepRunner:
 
     def units(self, todo: list[Point], parts: int = 1) -> list[tuple[list[Point], int, list[Any] | None]]:
         """Work units ``(points, pad_to, problems)``: evaluation points grouped by structure into
-        equal-size batches (one compiled program per group), optimized points alone."""
+        equal-size batches (one compiled program per group); optimized points, and points with more
+        paths than a batch holds (streamed by :func:`levopt.evaluate` in bounded memory), alone."""
         groups: dict[tuple, list[tuple[Point, Any]]] = {}
         units: list[tuple[list[Point], int, list[Any] | None]] = []
         for p in todo:
@@ -408,6 +415,9 @@ class SweepRunner:
                 units.append(([p], 1, None))
                 continue
             problem = build(p.config, base_dir=self.base_dir)
+            if problem.cfg.paths > MAX_BATCH_PATHS:
+                units.append(([p], 1, None))
+                continue
             groups.setdefault(_structure(problem), []).append((p, problem))
         for members in groups.values():
             cfg = members[0][1].cfg
@@ -481,22 +491,6 @@ class SweepRunner:
                 ray.shutdown()
 
 
-def _check_reachable(address: str) -> None:
-    """Fail fast, in one line, when a Ray head is not listening at ``host:port``."""
-    if address == "auto":
-        return
-    host, _, port = address.removeprefix("ray://").rpartition(":")
-    if not host or not port.isdigit():
-        raise ConfigError("--address", f"expected host:port (or ray://host:port, or auto), got {address!r}")
-    try:
-        with socket.create_connection((host, int(port)), timeout=3):
-            pass
-    except OSError as exc:
-        raise ConfigError(
-            "--address", f"cannot reach a Ray cluster at {address} ({exc.strerror or exc})"
-        ) from None
-
-
 def run_sweep(
     config: Config | dict | str | Path,
     out_dir: str | Path,
@@ -506,10 +500,12 @@ def run_sweep(
     address: str | None = None,
     limit: int | None = None,
     base_dir: str | Path | None = None,
+    force: bool = False,
 ) -> pd.DataFrame:
     """Run (or resume) a config's sweep into ``out_dir`` and return the results table.
 
     Relative data paths resolve against ``base_dir`` (default: the config file's directory).
+    ``out_dir`` holding another run or a sweep of another config is an error unless ``force``.
     """
     cfg = load_config(config)
     return SweepRunner(
@@ -520,4 +516,5 @@ def run_sweep(
         address=address,
         limit=limit,
         base_dir=config_dir(config, base_dir),
+        force=force,
     ).run()

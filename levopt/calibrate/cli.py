@@ -5,6 +5,7 @@ posterior predictive check.
 from __future__ import annotations
 
 import io
+import math
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
@@ -17,13 +18,18 @@ from levopt.calibrate.fit import calibrate
 from levopt.calibrate.posterior import calibrate_config, calibration_key
 from levopt.calibrate.ppc import posterior_predictive_check
 from levopt.config import config_dir, load_config
-from levopt.errors import ConfigError
+from levopt.config.limits import MAX_INDEX, MAX_SEED
+from levopt.data.load import load_prices
+from levopt.errors import ConfigError, ResourceError
 from levopt.io import atomic_write_bytes, write_json
+from levopt.outputs import claim_run_dir
+from levopt.resources import available_memory
 
 _DEFAULTS = {"model": "garch", "dist": "normal", "warmup": 500, "samples": 500, "chains": 2, "seed": 0}
 
 
 def calibrate_command(
+    # long because typer declares each of the command's options in this signature
     config: Annotated[
         Optional[Path],  # noqa: UP045 - typer needs Optional here
         typer.Argument(
@@ -52,35 +58,54 @@ def calibrate_command(
     column: Annotated[
         Optional[str], typer.Option("--column", help="Close price column (default: detected).")  # noqa: UP045
     ] = None,
+    timestamp_column: Annotated[
+        Optional[str],  # noqa: UP045
+        typer.Option("--timestamp-column", help="Bar time column (default: detected)."),
+    ] = None,
     keep_last: Annotated[
         bool,
         typer.Option("--keep-last", help="Keep the file's last bar (dropped by default: often partial)."),
     ] = False,
     warmup: Annotated[
-        Optional[int], typer.Option("--warmup", min=1, help="NUTS warmup iterations (default 500).")  # noqa: UP045
+        Optional[int],  # noqa: UP045
+        typer.Option("--warmup", min=1, max=MAX_INDEX, help="NUTS warmup iterations (default 500)."),
     ] = None,
     samples: Annotated[
-        Optional[int], typer.Option("--samples", min=4, help="NUTS draws per chain (default 500).")  # noqa: UP045
+        Optional[int],  # noqa: UP045
+        typer.Option("--samples", min=4, max=MAX_INDEX, help="NUTS draws per chain (default 500)."),
     ] = None,
     chains: Annotated[
-        Optional[int], typer.Option("--chains", min=1, help="Chains, run sequentially (default 2).")  # noqa: UP045
+        Optional[int],  # noqa: UP045
+        typer.Option("--chains", min=1, max=MAX_INDEX, help="Chains, run sequentially (default 2)."),
     ] = None,
     seed: Annotated[
-        Optional[int], typer.Option("--seed", min=0, help="Seed (default: the config's, else 0).")  # noqa: UP045
+        Optional[int],  # noqa: UP045
+        typer.Option("--seed", min=0, max=MAX_SEED, help="Seed (default: the config's, else 0)."),
     ] = None,
     ppc_paths: Annotated[
-        int, typer.Option("--ppc-paths", min=0, help="Simulated series in the predictive check (0: skip).")
+        int,
+        typer.Option(
+            "--ppc-paths", min=0, max=MAX_INDEX, help="Simulated series in the predictive check (0: skip)."
+        ),
     ] = 200,
     out: Annotated[Path, typer.Option("--out", help="Output directory.")] = Path("runs/calibrate"),
+    force: Annotated[
+        bool,
+        typer.Option("--force", help="Overwrite --out even when it holds another calibration or run."),
+    ] = False,
 ) -> None:
     """Calibrate a path model by NUTS; write posterior.json, draws.parquet and ppc.json to --out."""
     if (config is None) == (data is None):
         raise ConfigError("calibrate", "give either a CONFIG file or --data FILE (not both)")
+    if not (math.isfinite(steps_per_day) and steps_per_day > 0):
+        raise ConfigError("--steps-per-day", f"{steps_per_day}; allowed: a finite number > 0")
     if config is not None:
-        _reject_model_options(model=model, dist=dist, frequency=frequency, column=column)
-        result, key = _from_config(config, warmup, samples, chains, seed)
+        _reject_model_options(
+            model=model, dist=dist, frequency=frequency, column=column, timestamp_column=timestamp_column
+        )
+        result, key, request = _from_config(config, warmup, samples, chains, seed, out, force, ppc_paths)
     else:
-        result, key = _from_data(
+        result, key, request = _from_data(
             data,
             model=model,
             dist=dist,
@@ -88,13 +113,17 @@ def calibrate_command(
             steps_per_day=steps_per_day,
             frequency=frequency,
             column=column,
+            timestamp_column=timestamp_column,
             keep_last=keep_last,
             warmup=warmup,
             samples=samples,
             chains=chains,
             seed=seed,
+            out=out,
+            force=force,
+            ppc_paths=ppc_paths,
         )
-    _write_outputs(result, key, out, ppc_paths)
+    _write_outputs(result, key, out, ppc_paths, request)
     _print_summary(result, out)
 
 
@@ -103,7 +132,8 @@ def _reject_model_options(**options: str | None) -> None:
     for name, value in options.items():
         if value is not None:
             raise ConfigError(
-                f"--{name}", "comes from the config's model section; drop it or drop the config"
+                "--" + name.replace("_", "-"),
+                "comes from the config's model section; drop it or drop the config",
             )
 
 
@@ -116,45 +146,96 @@ def _from_data(
     steps_per_day: float,
     frequency: str | None,
     column: str | None,
+    timestamp_column: str | None,
     keep_last: bool,
     warmup: int | None,
     samples: int | None,
     chains: int | None,
     seed: int | None,
+    out: Path,
+    force: bool,
+    ppc_paths: int,
 ) -> Any:
-
     kind = model or _DEFAULTS["model"]
     if kind not in ("gbm", "merton", "garch"):
         raise ConfigError("--model", f"unknown model {kind!r}; allowed: gbm, merton, garch")
+    dist_ = dist or _DEFAULTS["dist"]
+    if dist_ not in ("normal", "t"):
+        raise ConfigError("--dist", f"unknown shock distribution {dist_!r}; allowed: normal, t")
     seed_ = _DEFAULTS["seed"] if seed is None else seed
+    request = {
+        "data": str(Path(data).expanduser().absolute()),
+        "model": kind,
+        "dist": dist_,
+        "gjr": gjr,
+        "steps_per_day": steps_per_day,
+        "frequency": frequency,
+        "column": column,
+        "timestamp_column": timestamp_column,
+        "keep_last": keep_last,
+        "warmup": warmup or _DEFAULTS["warmup"],
+        "samples": samples or _DEFAULTS["samples"],
+        "chains": chains or _DEFAULTS["chains"],
+        "seed": seed_,
+        "ppc_paths": ppc_paths,
+    }
+    # Before anything runs: --out can take the results, and the data are readable.
+    claim_run_dir(out, "--out", kind="calibration", identity=request, force=force)
+    prices = load_prices(
+        data,
+        price_col=column,
+        timestamp_col=timestamp_column,
+        drop_last_partial=not keep_last,
+        option_names=("--timestamp-column", "--column"),
+    )
+    prices.attrs["source"] = str(data)
+    _check_ppc_memory(ppc_paths, len(prices))
     key = jax.random.fold_in(jax.random.PRNGKey(seed_), 2)
     result = calibrate(
-        data,
+        prices,
         model=kind,
-        dist=dist or _DEFAULTS["dist"],
+        dist=dist_,
         gjr=gjr,
         steps_per_day=steps_per_day,
-        warmup=warmup or _DEFAULTS["warmup"],
-        samples=samples or _DEFAULTS["samples"],
-        chains=chains or _DEFAULTS["chains"],
+        warmup=request["warmup"],
+        samples=request["samples"],
+        chains=request["chains"],
         key=key,
-        column=column,
         frequency=frequency,
-        drop_last_partial=not keep_last,
     )
+    result.summary["data"] = request["data"]
     result.summary["diagnostics"]["seed"] = seed_
-    return result, key
+    return result, key, request
 
 
-def _write_outputs(result: Any, key: Any, out: Path, ppc_paths: int) -> None:
+PPC_BYTES_PER_VALUE = 64
+"""Memory of the predictive check per simulated return: the series, their statistics' temporaries."""
 
+
+def _check_ppc_memory(paths: int, n_obs: int) -> None:
+    """Refuse a predictive check whose simulated series would not fit in memory."""
+    available = available_memory()
+    need = paths * max(n_obs, 1) * PPC_BYTES_PER_VALUE
+    if available is not None and need > available[0]:
+        most = int(available[0] // (max(n_obs, 1) * PPC_BYTES_PER_VALUE))
+        raise ResourceError(
+            "--ppc-paths",
+            f"{paths:,} series of {n_obs:,} returns need about {need / 1e9:.3g} GB, "
+            f"but {available[0] / 1e9:.3g} GB of {available[1]} is available; allowed: at most {most:,}",
+        )
+
+
+def _write_outputs(result: Any, key: Any, out: Path, ppc_paths: int, request: dict[str, Any]) -> None:
     summary = dict(result.summary)
     summary["timings"] = {"sampler_s": result.seconds}
+    # What produced this directory: a later calibration into it with other inputs needs --force.
+    summary["request"] = request
     write_json(out / "posterior.json", summary)
     buf = io.BytesIO()
     result.to_frame().to_parquet(buf, index=False)
     atomic_write_bytes(out / "draws.parquet", buf.getvalue())
     if ppc_paths > 0:
+        _check_ppc_memory(ppc_paths, int(result.summary.get("n_obs", 0)))
         write_json(
             out / "ppc.json",
             posterior_predictive_check(result, jax.random.fold_in(key, 1), n_paths=ppc_paths),
@@ -162,9 +243,15 @@ def _write_outputs(result: Any, key: Any, out: Path, ppc_paths: int) -> None:
 
 
 def _from_config(
-    config: Path, warmup: int | None, samples: int | None, chains: int | None, seed: int | None
+    config: Path,
+    warmup: int | None,
+    samples: int | None,
+    chains: int | None,
+    seed: int | None,
+    out: Path,
+    force: bool,
+    ppc_paths: int,
 ) -> Any:
-
     overrides = [
         f"model.calibrate.{k}={v}"
         for k, v in (("warmup", warmup), ("samples", samples), ("chains", chains), ("seed", seed))
@@ -173,8 +260,17 @@ def _from_config(
     cfg = load_config(config, overrides)
     if "calibrate" not in cfg.model:
         raise ConfigError("model.calibrate", f"{config} has no calibrate block in its model section")
+    resolved = cfg.resolved()
+    request = {
+        "model": resolved["model"],
+        "base_dir": str(config_dir(config)),
+        "steps_per_day": cfg.steps_per_day,
+        "seed": cfg.seed,
+        "ppc_paths": ppc_paths,
+    }
+    claim_run_dir(out, "--out", kind="calibration", identity=request, force=force)
     result, spec = calibrate_config(cfg, config_dir(config))
-    return result, calibration_key(cfg, spec)
+    return result, calibration_key(cfg, spec), request
 
 
 def _print_summary(result: Any, out: Path) -> None:

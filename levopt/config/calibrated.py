@@ -20,6 +20,7 @@ from typing import Any, Literal
 
 from pydantic import Field, ValidationError, model_validator
 
+from levopt.config.limits import MAX_INDEX, MAX_SEED
 from levopt.errors import ConfigError
 from levopt.schema import StrictModel, format_validation_error
 
@@ -54,11 +55,11 @@ class CalibrateSpec(StrictModel):
     end: str | None = None
     drop_last_partial: bool = True
     gjr: bool = False
-    warmup: int = Field(500, ge=1)
-    samples: int = Field(500, ge=4)
-    chains: int = Field(2, ge=1)
+    warmup: int = Field(500, ge=1, le=MAX_INDEX)
+    samples: int = Field(500, ge=4, le=MAX_INDEX)
+    chains: int = Field(2, ge=1, le=MAX_INDEX)
     target_accept: float = Field(0.8, gt=0, lt=1)
-    seed: int | None = Field(None, ge=0)
+    seed: int | None = Field(None, ge=0, le=MAX_SEED)
     initial_variance: Literal["unconditional", "last"] = "unconditional"
 
 

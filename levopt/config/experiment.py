@@ -17,9 +17,11 @@ from pydantic import (
 )
 
 from levopt.config.calibrated import check_model_section
-from levopt.config.objective import parse_objective
+from levopt.config.limits import MAX_INDEX, MAX_SEED
+from levopt.config.objective import parse_objective, parse_optimizer
 from levopt.engine.market import MarketConfig
 from levopt.errors import ConfigError
+from levopt.io import read_text
 from levopt.objectives import DEFAULT_METRICS, MetricRef, MetricSpecs
 from levopt.paths import MODELS
 from levopt.policies import POLICIES, PolicyConfig
@@ -29,12 +31,12 @@ from levopt.schema import StrictModel, format_validation_error
 class Config(StrictModel):
     """An experiment: market model, venue rules, leverage policy and what to compute."""
 
-    seed: int = Field(0, ge=0)
-    paths: int = Field(100_000, gt=0)
+    seed: int = Field(0, ge=0, le=MAX_SEED)
+    paths: int = Field(100_000, gt=0, le=MAX_INDEX)
     horizon_days: float = Field(30.0, gt=0)
-    steps_per_day: int = Field(1, ge=1)
+    steps_per_day: int = Field(1, ge=1, le=MAX_INDEX)
     precision: Literal["float32", "float64"] = "float64"
-    chunk_size: int = Field(32_768, ge=256, description="paths per chunk (memory bound)")
+    chunk_size: int = Field(32_768, ge=256, le=MAX_INDEX, description="paths per chunk (memory bound)")
     ruin_floor: float = Field(1e-6, gt=0, lt=1)
     model: dict[str, Any]
     market: MarketConfig = MarketConfig()
@@ -50,11 +52,29 @@ class Config(StrictModel):
     def _has_kind(cls, v: dict[str, Any] | None) -> dict[str, Any] | None:
         if v is not None and "kind" not in v:
             raise ValueError("needs a 'kind'")
+        if v is not None and not isinstance(v["kind"], str):
+            raise ValueError(f"'kind' must be a name, got {v['kind']!r}")
+        return v
+
+    @field_validator("sweep")
+    @classmethod
+    def _sweep_keys(cls, v: dict[str, Any] | None) -> dict[str, Any] | None:
+        """Sweep keys are dotted config keys (text); ``grid``/``zip`` hold more of them."""
+        for key, value in (v or {}).items():
+            nested = value.items() if key in ("grid", "zip") and isinstance(value, dict) else ()
+            for k in [key, *(k for k, _ in nested)]:
+                if not isinstance(k, str):
+                    raise ValueError(f"keys are dotted config keys such as model.sigma, got {k!r}")
         return v
 
     @model_validator(mode="after")
     def _whole_steps(self):
         steps = self.horizon_days * self.steps_per_day
+        if not steps <= MAX_INDEX:
+            raise ValueError(
+                f"horizon_days x steps_per_day is {steps:g} steps; allowed: at most {MAX_INDEX} "
+                "(steps are counted in 32-bit integers)"
+            )
         if abs(steps - round(steps)) > 1e-9 or round(steps) < 1:
             raise ValueError(
                 f"horizon_days x steps_per_day must be a whole number of steps >= 1, got {steps:g}"
@@ -145,24 +165,43 @@ def set_dotted(data: dict[str, Any], dotted: str, value: Any) -> None:
 def parse_override(item: str) -> tuple[str, Any]:
     """``'model.sigma=0.6'`` -> ``('model.sigma', 0.6)`` (value parsed as YAML)."""
     key, sep, raw = item.partition("=")
-    if not sep or not key.strip():
+    key = key.strip()
+    if not sep or not key:
         raise ConfigError("--set", f"expected key=value, got {item!r}")
+    if any(not part.strip() for part in key.split(".")):
+        raise ConfigError("--set", f"{key!r} has an empty key between dots; expected e.g. model.sigma=0.6")
     try:
-        return key.strip(), yaml.safe_load(raw)
+        return key, yaml.safe_load(raw)
     except yaml.YAMLError as exc:
-        raise ConfigError(key, f"cannot parse value {raw!r}: {exc}") from None
+        raise ConfigError(key, f"cannot parse value {raw!r} as YAML ({yaml_problem(exc)})") from None
+
+
+def yaml_problem(exc: yaml.YAMLError) -> str:
+    """PyYAML's multi-line report as one line: ``line L, column C: problem``."""
+    mark = getattr(exc, "problem_mark", None)
+    problem = getattr(exc, "problem", None) or str(exc)
+    where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
+    return " ".join(f"{where}{problem}".split())
 
 
 def read_yaml(path: str | Path) -> dict[str, Any]:
+    """The top-level mapping of a YAML config file.
+
+    Raises:
+        ConfigError: ``config: ...`` naming the file when it is missing, not a regular file, larger
+            than :data:`levopt.io.MAX_TEXT_BYTES`, binary, not UTF-8, not YAML, or not a mapping.
+    """
     path = Path(path)
-    if not path.is_file():
-        raise ConfigError("config", f"file not found: {path}")
+    text = read_text(path, "config")
     try:
-        data = yaml.safe_load(path.read_text())
+        data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        raise ConfigError("config", f"{path}: invalid YAML ({exc})") from None
+        raise ConfigError("config", f"{path}: invalid YAML ({yaml_problem(exc)})") from None
+    except RecursionError:
+        raise ConfigError("config", f"{path}: nested too deeply to be a config") from None
     if not isinstance(data, dict):
-        raise ConfigError("config", f"{path}: the top level must be a mapping of keys")
+        got = "an empty file" if data is None else f"a {type(data).__name__}"
+        raise ConfigError("config", f"{path}: the top level must be a mapping of keys, got {got}")
     return data
 
 
@@ -194,6 +233,8 @@ def load_config(
     cfg.metric_specs()
     if cfg.objective is not None:
         parse_objective(cfg.objective)
+    if cfg.optimizer is not None:
+        parse_optimizer(cfg.optimizer)
     return cfg
 
 

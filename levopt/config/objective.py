@@ -6,10 +6,11 @@ the same type as the entries of ``metrics:``.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, ValidationError, model_validator
 
+from levopt.config.limits import MAX_INDEX
 from levopt.errors import ConfigError
 from levopt.objectives import MetricRef
 from levopt.schema import StrictModel, format_validation_error
@@ -84,16 +85,19 @@ class OptaxConfig(StrictModel):
 
     method: Literal["optax"] = "optax"
     solver: Literal["lbfgs", "adam"] = "lbfgs"
-    steps: int = Field(500, ge=1, description="maximum gradient steps")
+    steps: int = Field(500, ge=1, le=MAX_INDEX, description="maximum gradient steps")
     learning_rate: float = Field(0.05, gt=0, description="Adam's step size (lbfgs uses a line search)")
-    paths: int | None = Field(None, gt=0, description="paths of the search (default: min(paths, 20000))")
-    inner_steps: int = Field(20, ge=1, description="steps between multiplier updates")
+    paths: int | None = Field(
+        None, gt=0, le=MAX_INDEX, description="paths of the search (default: min(paths, 20000))"
+    )
+    inner_steps: int = Field(20, ge=1, le=MAX_INDEX, description="steps between multiplier updates")
     penalty: float = Field(10.0, gt=0, description="initial augmented-Lagrangian penalty")
     tol: float = Field(1e-3, gt=0, description="relative parameter change per block that counts as converged")
     feasibility_tol: float = Field(1e-3, gt=0, description="relative constraint violation accepted")
     replicates: int = Field(
         4,
         ge=1,
+        le=MAX_INDEX,
         description="independent sets of search paths; the spread of their optima is the policy's s.e.",
     )
 
@@ -103,9 +107,12 @@ class CvxpyConfig(StrictModel):
 
     method: Literal["cvxpy"] = "cvxpy"
     solver: str = "CLARABEL"
-    scenarios: int | Literal["data"] = 20000
+    scenarios: Annotated[int, Field(ge=1, le=MAX_INDEX)] | Literal["data"] = 20000
     replicates: int = Field(
-        4, ge=1, description="independent scenario sets; the spread of their optima is the policy's s.e."
+        4,
+        ge=1,
+        le=MAX_INDEX,
+        description="independent scenario sets; the spread of their optima is the policy's s.e.",
     )
 
 
@@ -126,7 +133,7 @@ def parse_objective(cfg_objective: dict[str, Any] | None) -> ObjectiveConfig:
 def parse_optimizer(cfg_optimizer: dict[str, Any] | None) -> OptaxConfig | CvxpyConfig:
     raw = dict(cfg_optimizer or {"method": "optax"})
     method = raw.get("method", "optax")
-    schema = {"optax": OptaxConfig, "cvxpy": CvxpyConfig}.get(method)
+    schema = {"optax": OptaxConfig, "cvxpy": CvxpyConfig}.get(method) if isinstance(method, str) else None
     if schema is None:
         raise ConfigError("optimizer.method", f"unknown method {method!r}; allowed: optax, cvxpy")
     try:

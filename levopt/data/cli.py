@@ -9,12 +9,14 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import numpy as np
+import pandas as pd
 import typer
 
 from levopt.data.fetch import (
     make_exchange,
     perpetual_symbol,
     timeframe_ms,
+    to_ms,
     update_funding_cache,
     update_ohlcv_cache,
 )
@@ -26,6 +28,8 @@ from levopt.data.load import (
     log_returns,
     years_of,
 )
+from levopt.errors import ConfigError
+from levopt.outputs import check_target
 
 data_app = typer.Typer(
     help="Price data: fetch OHLCV bars and funding rates through ccxt (cached in Parquet), check files.",
@@ -73,7 +77,15 @@ def fetch(
 ) -> None:
     """Download OHLCV bars (and funding rates) into a Parquet file; re-running resumes after its last bar."""
 
-    timeframe_ms(timeframe)  # validate before any request
+    # Validate every input and output before any request.
+    timeframe_ms(timeframe)
+    _check_time("--since", since)
+    if until is not None:
+        _check_time("--until", until)
+    check_target(out, "--out", "file")
+    target = funding_out or out.with_name(f"{out.stem}_funding.parquet")
+    if funding:
+        check_target(target, "--funding-out" if funding_out is not None else "--out", "file")
     ex = make_exchange(exchange)
     bars, n_new = update_ohlcv_cache(ex, out, symbol, timeframe, since, until=until, limit=limit)
     _echo(
@@ -82,9 +94,19 @@ def fetch(
     )
     if funding:
         perp = funding_symbol or perpetual_symbol(symbol)
-        target = funding_out or out.with_name(f"{out.stem}_funding.parquet")
         rates, n_rates = update_funding_cache(ex, target, perp, since, until=until, limit=limit)
         _echo(f"{target}: {len(rates)} funding rates of {perp}, {n_rates} new")
+
+
+def _check_time(flag: str, text: str) -> None:
+    try:
+        ok = not pd.isna(pd.Timestamp(text)) and to_ms(text) is not None
+    except (ValueError, OverflowError, TypeError):
+        ok = False
+    if not ok:
+        raise ConfigError(
+            flag, f"cannot read {text!r} as a UTC date or time; allowed: e.g. 2020-01-01 or 2020-01-01T08:00"
+        )
 
 
 @data_app.command("info")
@@ -95,7 +117,12 @@ def info(
 ) -> None:
     """Load and validate a price file; print its range, bar length, gaps and return statistics."""
 
-    df = load_prices(path, timestamp_col=timestamp_col, price_col=price_col)
+    df = load_prices(
+        path,
+        timestamp_col=timestamp_col,
+        price_col=price_col,
+        option_names=("--timestamp-col", "--price-col"),
+    )
     step = infer_frequency(df.index)
     gaps = detect_gaps(df, step)
     r = log_returns(df).to_numpy()

@@ -19,6 +19,7 @@ record number.
 
 from __future__ import annotations
 
+import codecs
 import csv
 import io
 import json
@@ -79,55 +80,152 @@ def _is_number(text: str) -> bool:
     return True
 
 
-def _read_csv(path: Path) -> _Raw:
-    text = path.read_text(encoding="utf-8-sig", errors="replace")
-    lines = text.splitlines()
-    sample = "\n".join(lines[:50])
+def _read_text(path: Path) -> str:
+    """The text of a CSV or JSON data file (UTF-8, or UTF-16 with a byte-order mark).
+
+    Raises:
+        DataError: the file cannot be read, is empty, or is binary (a NUL byte: e.g. a Parquet
+            file without its extension).
+    """
     try:
-        delimiter = csv.Sniffer().sniff(sample, delimiters=",;\t").delimiter
+        data = path.read_bytes()
+    except OSError as exc:
+        raise DataError(f"{path.name}: cannot read the file ({exc.strerror or exc})") from None
+    if data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        try:
+            return data.decode("utf-16")
+        except UnicodeDecodeError as exc:
+            raise DataError(f"{path.name}: invalid UTF-16 text at byte {exc.start}") from None
+    if not data.strip():
+        raise DataError(f"{path.name}: the file is empty")
+    nul = data.find(b"\x00")
+    if nul >= 0:
+        raise DataError(
+            f"{path.name}: a binary file (NUL byte at offset {nul}), not CSV or JSON text; "
+            "a Parquet file needs the extension .parquet (or format: parquet)"
+        )
+    # Non-UTF-8 bytes (a Latin-1 header) become U+FFFD: numbers and dates are ASCII either way.
+    return data.decode("utf-8-sig", errors="replace")
+
+
+_DELIMITER_NAMES = {",": "comma", ";": "semicolon", "\t": "tab"}
+
+
+def _sniff(lines: list[str]) -> str:
+    try:
+        return csv.Sniffer().sniff("\n".join(lines[:50]), delimiters=",;\t").delimiter
     except csv.Error:
-        delimiter = ","
+        return ","
+
+
+def _fields(line: str, delimiter: str) -> list[str]:
+    try:
+        return next(csv.reader([line], delimiter=delimiter), [])
+    except csv.Error:  # e.g. a stray NUL-free control sequence the csv module refuses
+        return [line]
+
+
+def _records(
+    lines: list[str], start: int, delimiter: str, name: str, skip_header: bool
+) -> tuple[list[list[str]], list[int]]:
+    """The non-blank lines after ``start`` split into fields, each with as many fields as line
+    ``start`` (the header, or the first record), with their 1-based line numbers.
+
+    Raises:
+        DataError: naming the first line with another number of fields (malformed or cut short).
+    """
+    width = len(_fields(lines[start], delimiter))
+    records: list[list[str]] = [] if skip_header else [_fields(lines[start], delimiter)]
+    rows: list[int] = [] if skip_header else [start + 1]
+    for i in range(start + 1, len(lines)):
+        fields = _fields(lines[i], delimiter)
+        if all(not f.strip() for f in fields):
+            continue  # blank lines (and lines of empty fields) are not records
+        if len(fields) != width:
+            what = "the header" if skip_header else "the first row"
+            sep = _DELIMITER_NAMES.get(delimiter, repr(delimiter))
+            raise DataError(
+                f"{name} line {i + 1}: {len(fields)} {sep}-separated fields, {what} (line {start + 1}) "
+                f"has {width}: the line is malformed or cut short"
+            )
+        records.append(fields)
+        rows.append(i + 1)
+    return records, rows
+
+
+def _unique_names(names: list[str]) -> list[str]:
+    """Header names with empty ones named ``column_<j>`` and repeats suffixed ``.1``, ``.2`` (as pandas)."""
+    out: list[str] = []
+    seen: dict[str, int] = {}
+    for j, raw in enumerate(names):
+        name = raw.strip() or f"column_{j + 1}"
+        base = name
+        while name in seen:
+            seen[base] += 1
+            name = f"{base}.{seen[base]}"
+        seen.setdefault(name, 0)
+        out.append(name)
+    return out
+
+
+def _read_csv(path: Path) -> _Raw:
+    lines = _read_text(path).splitlines()
+    delimiter = _sniff(lines)
     # Skip banner lines (CryptoDataDownload puts its URL on line 1) and leading blank lines:
     # the table starts at the first line with more than one field.
-    start = None
-    for i, line in enumerate(lines):
-        fields = next(csv.reader([line], delimiter=delimiter), [])
-        if len(fields) > 1:
-            start = i
-            break
+    start = next((i for i, line in enumerate(lines) if len(_fields(line, delimiter)) > 1), None)
     if start is None:
         raise DataError(
-            f"{path.name}: no table found (no line has more than one {delimiter!r}-separated field)"
+            f"{path.name}: no table found (no line has more than one field separated by a comma, "
+            "semicolon or tab)"
         )
-    first = next(csv.reader([lines[start]], delimiter=delimiter))
+    first = _fields(lines[start], delimiter)
     has_header = not _is_number(first[0].strip())
-    table = pd.read_csv(
-        io.StringIO("\n".join(lines[start:])),
-        sep=delimiter,
-        header=0 if has_header else None,
-        dtype=str,
-        keep_default_na=False,
-        skip_blank_lines=False,
-    )
-    first_data_line = start + (2 if has_header else 1)  # 1-based line of the first record
-    rows = first_data_line + np.arange(len(table))
-    blank = (table.apply(lambda c: c.str.strip()) == "").all(axis=1).to_numpy()
-    table, rows = table.loc[~blank].reset_index(drop=True), rows[~blank]
-    if not has_header:
-        table.columns = [
+    records, rows = _records(lines, start, delimiter, path.name, skip_header=has_header)
+    if has_header:
+        columns = _unique_names(first)
+    else:
+        columns = [
             _HEADERLESS_NAMES[j] if j < len(_HEADERLESS_NAMES) else f"column_{j + 1}"
-            for j in range(table.shape[1])
+            for j in range(len(first))
         ]
-        if table.shape[1] == 2:
-            table.columns = ["timestamp", "close"]
-    return _Raw(table, rows, start + 1 if has_header else None, path.name)
+        if len(first) == 2:
+            columns = ["timestamp", "close"]
+    table = pd.DataFrame(records, columns=columns, dtype=str)
+    return _Raw(table, np.asarray(rows, dtype=int), start + 1 if has_header else None, path.name)
+
+
+def read_frame(path: str | Path) -> pd.DataFrame:
+    """A CSV (header on its first line; comma, semicolon or tab) or Parquet table, with pandas'
+    type inference: the reader of data files that are plain tables of numbers (the bootstrap
+    model's returns or prices).
+
+    Raises:
+        DataError: naming the file, and the line for a CSV line with another number of fields than
+            the header; also for empty, binary or unreadable files.
+    """
+    path = Path(path)
+    if path.suffix.lower() in (".parquet", ".pq"):
+        return _parquet(path)
+    text = _read_text(path)
+    lines = text.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.strip())
+    delimiter = _sniff(lines[start:])
+    _records(lines, start, delimiter, path.name, skip_header=True)
+    try:
+        return pd.read_csv(io.StringIO(text), sep=delimiter)
+    except (ValueError, pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise DataError(f"{path.name}: cannot read as CSV ({first})") from None
 
 
 def _read_json(path: Path) -> _Raw:
     try:
-        data = json.loads(path.read_text())
+        data = json.loads(_read_text(path))
     except json.JSONDecodeError as exc:
         raise DataError(f"{path.name} line {exc.lineno}: invalid JSON ({exc.msg})") from None
+    except RecursionError:
+        raise DataError(f"{path.name}: JSON nested too deeply to be a table of prices") from None
     if isinstance(data, dict):
         # {"data": [...]} or {"ohlcv": [...]} wrappers
         lists = [v for v in data.values() if isinstance(v, list)]
@@ -158,11 +256,16 @@ def _read_json(path: Path) -> _Raw:
     return _Raw(table, np.arange(1, len(table) + 1), None, path.name)
 
 
-def _read_parquet(path: Path) -> _Raw:
+def _parquet(path: Path) -> pd.DataFrame:
     try:
-        table = pd.read_parquet(path)
+        return pd.read_parquet(path)
     except Exception as exc:  # pyarrow raises several unrelated types for corrupt files
-        raise DataError(f"{path.name}: cannot read as Parquet ({exc})") from None
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise DataError(f"{path.name}: cannot read as Parquet ({first})") from None
+
+
+def _read_parquet(path: Path) -> _Raw:
+    table = _parquet(path)
     if isinstance(table.index, pd.DatetimeIndex):
         table = table.reset_index(names=table.index.name or "timestamp")
     else:
@@ -171,8 +274,15 @@ def _read_parquet(path: Path) -> _Raw:
 
 
 def _find_column(
-    raw: _Raw, override: str | None, candidates: tuple[str, ...], what: str, required: bool
+    raw: _Raw,
+    override: str | None,
+    candidates: tuple[str, ...],
+    what: str,
+    required: bool,
+    option: str | None = None,
 ) -> str | None:
+    """The column named ``override``, else the first of ``candidates`` (any case and spacing).
+    ``option`` is how the caller names the override (``price_col``, ``--column``) for the message."""
     columns = list(raw.table.columns)
     where = f"{raw.name} row {raw.header_row} (header)" if raw.header_row else raw.name
     if override is not None:
@@ -185,9 +295,10 @@ def _find_column(
         if name in normalized:
             return normalized[name]
     if required:
+        fix = f"name it with the {option} option" if option else "rename it to one of those"
         raise DataError(
             f"{where}: no {what} column (looked for {', '.join(candidates)}); columns are "
-            f"{[str(c) for c in columns]}; name it with the {'timestamp_col' if what == 'timestamp' else 'price_col'} option"
+            f"{[str(c) for c in columns]}; {fix}"
         )
     return None
 
@@ -288,6 +399,15 @@ def _fmt_ts(ts: pd.Timestamp) -> str:
     return ts.strftime("%Y-%m-%d %H:%M:%S")
 
 
+def _read_raw(path: Path, fmt: str | None) -> _Raw:
+    if not path.exists():
+        raise DataError(f"{path}: file not found")
+    if not path.is_file():
+        raise DataError(f"{path}: not a regular file (a directory?); give a CSV, JSON or Parquet file")
+    kind = _detect_format(path, fmt)
+    return {"csv": _read_csv, "json": _read_json, "parquet": _read_parquet}[kind](path)
+
+
 def load_prices(
     path: str | Path,
     *,
@@ -296,6 +416,7 @@ def load_prices(
     fmt: Format | None = None,
     drop_last_partial: bool = False,
     min_rows: int = MIN_ROWS,
+    option_names: tuple[str, str] = ("timestamp_col", "price_col"),
 ) -> pd.DataFrame:
     """Read and validate a price history.
 
@@ -308,6 +429,8 @@ def load_prices(
         drop_last_partial: drop the last row, the bar still open when the file was saved
             (a file written during the day ends in an incomplete daily bar).
         min_rows: fewest rows accepted (after dropping the partial bar).
+        option_names: how the caller spells the ``timestamp_col`` and ``price_col`` overrides
+            (``--column`` on a command line): a missing column's message names them.
 
     Returns:
         A DataFrame indexed by a UTC ``DatetimeIndex`` named ``timestamp`` (sorted, unique) with
@@ -318,14 +441,10 @@ def load_prices(
         DataError: naming the file, the row and the problem (missing column, unparseable or
             unsorted or duplicate timestamp, non-positive or non-finite price, too few rows).
     """
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"{path}: file not found")
-    kind = _detect_format(path, fmt)
-    raw = {"csv": _read_csv, "json": _read_json, "parquet": _read_parquet}[kind](path)
+    raw = _read_raw(Path(path), fmt)
     name = raw.name
-    close_col = _find_column(raw, price_col, _CLOSE_NAMES, "close price", required=True)
-    time_col = _find_column(raw, timestamp_col, _TIME_NAMES, "timestamp", required=True)
+    close_col = _find_column(raw, price_col, _CLOSE_NAMES, "close price", True, option_names[1])
+    time_col = _find_column(raw, timestamp_col, _TIME_NAMES, "timestamp", True, option_names[0])
     if len(raw.table) == 0:
         raise DataError(f"{name}: no price rows, at least {min_rows} are needed")
     index = parse_timestamps(raw.table[time_col], raw.rows, name, str(time_col))
@@ -494,11 +613,7 @@ def load_funding(path: str | Path, *, fmt: Format | None = None) -> pd.Series:
     Returns:
         Series ``funding_rate`` indexed by UTC event time, sorted and unique.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"{path}: file not found")
-    kind = _detect_format(path, fmt)
-    raw = {"csv": _read_csv, "json": _read_json, "parquet": _read_parquet}[kind](path)
+    raw = _read_raw(Path(path), fmt)
     name = raw.name
     normalized = {_norm(c): c for c in raw.table.columns}
     rate_col = _find_column(raw, None, _FUNDING_RATE_NAMES, "funding rate", required=True)

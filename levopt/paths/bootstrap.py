@@ -8,10 +8,10 @@ from typing import Any, ClassVar, Literal
 import jax
 import jax.numpy as jnp
 import numpy as np
-import pandas as pd
 from jax import Array
 from pydantic import Field
 
+from levopt.data.load import read_frame
 from levopt.errors import ConfigError, DataError
 from levopt.paths._base import ModelConfig, PathModel, StepOut, register_model
 
@@ -29,7 +29,7 @@ def read_table(path: Path, columns: list[str] | None) -> tuple[np.ndarray, list[
     """Numeric columns of a CSV or Parquet file (a date/time column, if any, is dropped)."""
     if not path.is_file():
         raise ConfigError("model.data", f"file not found: {path}")
-    frame = pd.read_parquet(path) if path.suffix in (".parquet", ".pq") else pd.read_csv(path)
+    frame = read_frame(path)
     if columns is not None:
         missing = [c for c in columns if c not in frame.columns]
         if missing:
@@ -95,7 +95,11 @@ class Bootstrap(PathModel):
             path = base_dir / path
         x = load_log_returns(cfg, path)
         sd = x.std(axis=0, ddof=1)
-        corr = np.corrcoef(x.T) if x.shape[1] > 1 else np.ones((1, 1))
+        # A constant column (zero variance) has no correlation: treat it as independent of the rest.
+        corr = np.eye(x.shape[1])
+        varying = sd > 0
+        if varying.sum() > 1:
+            corr[np.ix_(varying, varying)] = np.corrcoef(x[:, varying].T)
         chol = np.linalg.cholesky(corr + 1e-12 * np.eye(x.shape[1]))
         mean_growth = np.log(np.mean(np.exp(x), axis=0)) / dt
         arr = lambda a: jnp.asarray(a, dtype)  # noqa: E731

@@ -10,25 +10,28 @@ import typer
 import yaml
 
 from levopt.errors import ConfigError
+from levopt.io import read_text
 from levopt.venues import VENUES, liquidation_price
 
 
 def _load_positions(path: Path) -> list[dict[str, Any]]:
     """Other cross positions from a JSON or YAML file: a list, or a mapping with a ``positions`` list."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError("--positions", f"{path}: cannot read ({exc.strerror or exc})") from None
+    text = read_text(path, "--positions")
     if path.suffix.lower() == ".json":
         try:
             doc = json.loads(text)
         except json.JSONDecodeError as exc:
             raise ConfigError("--positions", f"{path}: not valid JSON ({exc})") from None
+        except RecursionError:
+            raise ConfigError("--positions", f"{path}: nested too deeply to be a list of positions") from None
     else:
         try:
             doc = yaml.safe_load(text)
         except yaml.YAMLError as exc:
-            raise ConfigError("--positions", f"{path}: not valid YAML ({exc})") from None
+            problem = " ".join(str(getattr(exc, "problem", None) or exc).split())
+            mark = getattr(exc, "problem_mark", None)
+            where = f"line {mark.line + 1}: " if mark is not None else ""
+            raise ConfigError("--positions", f"{path}: not valid YAML ({where}{problem})") from None
     if isinstance(doc, dict) and set(doc) == {"positions"}:
         doc = doc["positions"]
     if not isinstance(doc, list) or not all(isinstance(p, dict) for p in doc):
