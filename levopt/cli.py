@@ -119,7 +119,11 @@ def run(
     set_: SetOpt = None,
     resume: Annotated[bool, typer.Option(help="Sweeps: skip the points already finished in --out.")] = False,
     executor: Annotated[
-        str, typer.Option(help="Sweeps: local (in-process, all JAX devices) or ray.")
+        str,
+        typer.Option(
+            help="local (all JAX devices) or ray: a sweep's points, or the paths of one evaluation, "
+            "as Ray tasks."
+        ),
     ] = "local",
     address: Annotated[
         str | None, typer.Option(help="Ray cluster address (host:port) for --executor ray.")
@@ -146,29 +150,45 @@ def run(
             force=force,
         )
     else:
-        if executor != "local" or address is not None or resume or limit is not None:
-            raise ConfigError(
-                "--executor",
-                "--executor, --address, --resume and --limit apply to configs with a sweep block",
-            )
+        if resume or limit is not None:
+            raise ConfigError("--resume", "--resume and --limit apply to configs with a sweep block")
         # Everything that can be checked is checked before the computation starts.
+        check_executor(executor, address)
         claim_run_dir(out, "--out", kind="run", identity=cfg.resolved(), force=force)
         check_memory(cfg, config_dir(config))
-        _run_single(cfg, config_dir(config), config.name, out, quiet=quiet, as_json=json_)
+        _run_single(
+            cfg,
+            config_dir(config),
+            config.name,
+            out,
+            quiet=quiet,
+            as_json=json_,
+            executor=executor,
+            address=address,
+        )
     if report:
         _write_report(out)
 
 
 def _run_single(
-    cfg: Config, base_dir: Path, name: str, out: Path, *, quiet: bool = False, as_json: bool = False
+    cfg: Config,
+    base_dir: Path,
+    name: str,
+    out: Path,
+    *,
+    quiet: bool = False,
+    as_json: bool = False,
+    executor: str = "local",
+    address: str | None = None,
 ) -> None:
+    where = {"executor": executor, "address": address}
     if cfg.objective is None:
         with nullcontext() if quiet else console.status(f"evaluating {name}"):
-            result = run_evaluate(cfg, base_dir=base_dir)
+            result = run_evaluate(cfg, base_dir=base_dir, **where)
         summary = evaluate_summary(result, name)
     else:
         with search_bar(console, cfg.resolved(), enabled=not quiet) as bar:
-            result = run_optimize(cfg, base_dir=base_dir, progress=bar)
+            result = run_optimize(cfg, base_dir=base_dir, progress=bar, **where)
         summary = run_summary(result, name)
     write_json(out / "results.json", result)
     _show(summary, out / "results.json", quiet)

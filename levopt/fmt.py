@@ -10,7 +10,8 @@ from typing import Any
 
 
 def num(value: Any) -> float:
-    """A JSON number as a float: ``null`` -> nan, ``"inf"``/``"-inf"`` (how io.write_json stores them)."""
+    """A JSON number as a float: ``null`` (how :mod:`levopt.io` writes non-finite numbers) -> nan;
+    the ``"inf"``/``"-inf"`` strings of earlier files -> ±inf."""
     if isinstance(value, bool):
         return float(value)
     if isinstance(value, int | float):

@@ -7,9 +7,9 @@ foreign file is one error naming the file and the field). The Python API keeps r
 dicts with the same keys (``levopt.evaluate(cfg)["metrics"]``). The JSON schemas are in
 ``docs/results.md`` (made by ``python docs/make_schemas.py``).
 
-Numbers: a metric may be NaN (a standard error from too few paths) or ±inf (log-growth of a ruined
-scenario); files store NaN as ``null`` and infinities as the strings ``"inf"`` / ``"-inf"``, which
-read back as floats.
+Numbers: a metric may be undefined, NaN (a standard error from too few paths) or ±inf (the log-growth
+of a ruined scenario); files are strict JSON and store every non-finite number as ``null``, which
+reads back as NaN (the strings ``"inf"`` / ``"-inf"`` of files from earlier versions still read).
 """
 
 from __future__ import annotations
@@ -34,7 +34,8 @@ def _number(value: Any) -> Any:
 
 
 Number = Annotated[float, BeforeValidator(_number)]
-"""A float that also reads ``null`` (NaN) and ``"inf"``/``"-inf"`` as written by :mod:`levopt.io`."""
+"""A float that also reads ``null`` (NaN: how :mod:`levopt.io` writes non-finite numbers) and the
+``"inf"``/``"-inf"`` strings of earlier files."""
 
 
 class Result(BaseModel):

@@ -173,12 +173,15 @@ def run(
     profiles: bool = True,
     base_dir: str | Path | None = None,
     progress: Progress | None = None,
+    executor: str = "local",
+    address: str | None = None,
 ) -> dict[str, Any]:
     """Optimize the config's policy (``objective`` + ``optimizer``) and evaluate it out of sample.
 
     With ``profiles`` the result also holds ``trajectories`` (equity and leverage quantiles over
     time) and ``leverage_profile`` (growth and risk with the policy's leverage scaled), for plots.
     ``progress`` is called as the searches advance (:func:`~levopt.optimize.optimize_policy`).
+    ``executor``/``address``: where the out-of-sample paths run, as for :func:`evaluate`.
 
     Returns:
         ``{"policy", "in_sample", "out_of_sample", "constraints", "optimizer", "config", "seed",
@@ -191,7 +194,9 @@ def run(
     objective = parse_objective(cfg.objective)
     found = optimize_policy(problem, objective, progress=progress)
     key = problem.key(STREAM_OUT_OF_SAMPLE)
-    out_of_sample = estimate(problem, key, found.policy, objective.reported())
+    out_of_sample = estimate(
+        problem, key, found.policy, objective.reported(), executor=executor, address=address
+    )
     policy_stderr, not_identified = _spread_report(problem, found)
     return RunResult(
         policy=problem.policy.report_params(found.params, cfg.policy_config_typed()),

@@ -305,3 +305,9 @@ def test_ray_evaluation_is_identical():
         remote = levopt.evaluate(cfg, executor="ray")
     assert remote["metrics"] == local["metrics"]
     assert remote["stderr"] == local["stderr"]
+
+
+def test_no_atom_with_positive_weight_gives_nan_not_an_error():
+    search = _windowed_kept(np.ones(2000), np.zeros(2000), 2000, 0.95)
+    assert search.done
+    assert math.isnan(search.value("var")) and math.isnan(search.value("cvar"))

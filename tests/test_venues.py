@@ -593,7 +593,7 @@ def test_cli_bad_input_raises_config_error(tmp_path):
     runner = CliRunner()
     base = ["--venue", "hyperliquid", "--quantity", "1", "--entry-price", "100", "--wallet-balance", "10"]
     result = runner.invoke(_app(), [*base, "--side", "sideways"])
-    assert isinstance(result.exception, ConfigError) and result.exception.field == "side"
+    assert isinstance(result.exception, ConfigError) and result.exception.field == "--side"
     bad = tmp_path / "bad.json"
     bad.write_text("{not json")
     result = runner.invoke(_app(), [*base, "--side", "long", "--mode", "cross", "--positions", str(bad)])

@@ -56,6 +56,7 @@ def _load(path: Any, c: Any) -> Any:
         price_col=c.column,
         fmt=c.format,
         drop_last_partial=c.drop_last_partial,
+        option_names=("model.calibrate.timestamp_column", "model.calibrate.column"),
     )
     df.attrs["source"] = str(path)
     return df

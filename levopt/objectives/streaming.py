@@ -439,6 +439,9 @@ class TailSearch:
             if win is None:
                 continue
             s.total = win.total
+            if not s.total > 0:  # no atom with positive weight (e.g. every outcome undefined)
+                s.quantile, s.inside = math.nan, 0.0
+                continue
             found = win.quantile()
             if found is not None:
                 s.quantile, s.inside = found
@@ -506,6 +509,8 @@ class TailSearch:
 
     def _cvar(self, s: _Search) -> float:
         a = s.quantile
+        if not s.total > 0 or math.isnan(a):
+            return math.nan
         tail = s.above_wl - a * s.above_w + s.inside
         return a + tail / (s.total * (1.0 - self.level))
 

@@ -43,6 +43,23 @@ def _load_positions(path: Path) -> list[dict[str, Any]]:
     return doc
 
 
+_FLAGS = {
+    name: "--" + name.replace("_", "-")
+    for name in (
+        "venue",
+        "side",
+        "quantity",
+        "entry_price",
+        "wallet_balance",
+        "mode",
+        "maintenance_rate",
+        "maintenance_amount",
+        "max_leverage",
+        "symbol",
+    )
+}
+
+
 def liq_price_command(
     venue: Annotated[
         str, typer.Option("--venue", help=f"Venue rule set: {', '.join(VENUES)}.", show_default=False)
@@ -86,19 +103,26 @@ def liq_price_command(
 ) -> None:
     """Print the mark price at which the position's margin meets the venue's maintenance requirement."""
     others = _load_positions(positions_file) if positions_file is not None else []
-    price = liquidation_price(
-        venue,
-        side=side,
-        quantity=quantity,
-        entry_price=entry_price,
-        wallet_balance=wallet_balance,
-        mode=mode,
-        maintenance_rate=maintenance_rate,
-        maintenance_amount=maintenance_amount,
-        max_leverage=max_leverage,
-        other_positions=others,
-        symbol=symbol,
-    )
+    try:
+        price = liquidation_price(
+            venue,
+            side=side,
+            quantity=quantity,
+            entry_price=entry_price,
+            wallet_balance=wallet_balance,
+            mode=mode,
+            maintenance_rate=maintenance_rate,
+            maintenance_amount=maintenance_amount,
+            max_leverage=max_leverage,
+            other_positions=others,
+            symbol=symbol,
+        )
+    except ConfigError as exc:
+        # The Python API names its arguments; the command line names its flags.
+        head, _, rest = exc.field.partition(".")
+        if head in _FLAGS and not rest:
+            raise ConfigError(_FLAGS[head], str(exc).removeprefix(f"{exc.field}: ")) from None
+        raise
     if price == 0.0:
         typer.echo("the position cannot be liquidated at any positive price", err=True)
     typer.echo(f"{price:.12g}")
