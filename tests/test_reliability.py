@@ -281,7 +281,7 @@ def test_non_finite_cli_numbers(monkeypatch, capsys, tmp_path, no_compute):
     line = user_error(monkeypatch, capsys, *base, "--quantity", "nan", "--wallet-balance", "1000")
     assert "quantity" in line and "finite" in line
     line = user_error(monkeypatch, capsys, *base, "--quantity", "1", "--wallet-balance", "inf")
-    assert "wallet_balance" in line and "finite" in line
+    assert "--wallet-balance" in line and "finite" in line
     prices = tmp_path / "p.csv"
     prices.write_text("x")
     line = user_error(monkeypatch, capsys, "calibrate", "--data", prices, "--steps-per-day", "nan")
