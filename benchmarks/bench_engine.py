@@ -6,7 +6,11 @@ Sections:
   (compile excluded, median of repeats) for GBM static 5x, GBM daily-rebalanced 3x and GARCH-t
   daily-rebalanced 3x, in float32 and float64, against the numpy reference
   (:mod:`numpy_engine`, random numbers from ``numpy.random.default_rng`` included) timed in the
-  same run, repeats interleaved so that background load hits both alike;
+  same run, repeats interleaved so that background load hits both alike; and against the
+  random-number limit: ``jax.random.normal`` drawing the same count of numbers (paths x steps,
+  one step's draws for all paths at a time, summed so that nothing is materialized), timed in the
+  same interleaved rounds — each case's share of it is the fraction of the engine's time that
+  drawing its normals alone would take;
 * chunk sweep — the same for several ``chunk_size`` values (GBM static 5x);
 * memory — peak RSS (``getrusage(RUSAGE_CHILDREN).ru_maxrss`` of a fresh subprocess) and wall
   time of 10,000,000 paths x 365 steps, GBM static 5x, float32 and float64, default chunk size;
@@ -19,6 +23,9 @@ Usage::
 
     .venv/bin/python benchmarks/bench_engine.py            # full run (several minutes)
     .venv/bin/python benchmarks/bench_engine.py --quick    # small sizes, a smoke test
+    # one case's throughput only, at a chosen size, written elsewhere:
+    .venv/bin/python benchmarks/bench_engine.py --skip chunks memory gradient \
+        --cases garch_t_daily_3x --paths 65536 --out /tmp/engine.json
 """
 
 from __future__ import annotations
@@ -45,7 +52,11 @@ import numpy as np  # noqa: E402
 import numpy_engine as ne  # noqa: E402
 from _common import finish, machine  # noqa: E402
 
-import levopt  # noqa: E402  (enables float64)
+import levopt  # noqa: E402
+
+# Float64 configs need JAX's x64 mode where this script compiles and calls the simulation (outside
+# levopt's scoped entry points); this process is a benchmark, so setting it globally is harmless.
+jax.config.update("jax_enable_x64", True)
 
 NAME = "engine"
 RESULTS = HERE / "results"
@@ -134,6 +145,31 @@ def compiled_simulation(cfg: dict[str, Any]):
     return problem, key, compiled, time.perf_counter() - t0
 
 
+def rng_limit(paths: int, steps: int, precision: str, sampler: str = "jax"):
+    """The random-number limit: ``paths`` x ``steps`` standard normals, compiled.
+
+    One step's draws for all paths at a time (the key folded with the step), reduced by a sum
+    inside a ``lax.scan`` over steps, so the count is the engine's and nothing is materialized
+    beyond one step. ``sampler``: ``"jax"`` for ``jax.random.normal`` (the limit the share refers
+    to), ``"levopt"`` for the sampler the path models use (Box-Muller on written-out threefry,
+    :func:`levopt.paths._student_t.normal`). Returns ``(key, compiled)``.
+    """
+    from levopt.paths._student_t import normal
+
+    dtype = jnp.float64 if precision == "float64" else jnp.float32
+    draw = jax.random.normal if sampler == "jax" else normal
+
+    def draw_all(key: jax.Array) -> jax.Array:
+        def body(acc: jax.Array, t: jax.Array) -> tuple[jax.Array, None]:
+            z = draw(jax.random.fold_in(key, t), (paths,), dtype)
+            return acc + jnp.sum(z), None
+
+        return jax.lax.scan(body, jnp.zeros((), dtype), jnp.arange(steps, dtype=jnp.int32))[0]
+
+    key = jax.random.key(0)
+    return key, jax.jit(draw_all).lower(key).compile()
+
+
 def timed(fn) -> float:
     t0 = time.perf_counter()
     jax.block_until_ready(fn())
@@ -205,19 +241,24 @@ def bench_throughput(
     paths: dict[str, int], steps: int, repeats: int, dtypes: list[str]
 ) -> list[dict[str, Any]]:
     rows = []
-    for case in CASES:
+    for case in paths:
         n = paths[case]
         for precision in dtypes:
             np_dtype = np.float64 if precision == "float64" else np.float32
             cfg = config(case, paths=n, steps=steps, precision=precision)
             _, key, compiled, compile_s = compiled_simulation(cfg)
             jax.block_until_ready(compiled(key))  # warm-up (allocations, thread pool)
+            lim_key, limit = rng_limit(n, steps, precision)
+            _, own_limit = rng_limit(n, steps, precision, "levopt")
+            jax.block_until_ready((limit(lim_key), own_limit(lim_key)))
 
-            t_jax, t_np = [], []
-            for r in range(repeats):  # interleaved, so that background load hits both alike
+            t_jax, t_np, t_lim, t_own = [], [], [], []
+            for r in range(repeats):  # interleaved, so that background load hits all alike
                 t_jax.append(timed(partial(compiled, key)))
+                t_lim.append(timed(partial(limit, lim_key)))
+                t_own.append(timed(partial(own_limit, lim_key)))
                 t_np.append(timed(partial(numpy_run, case, n, steps, np_dtype, seed=r)))
-            jm, nm = statistics.median(t_jax), statistics.median(t_np)
+            jm, nm, lm = statistics.median(t_jax), statistics.median(t_np), statistics.median(t_lim)
             row = {
                 "case": case,
                 "precision": precision,
@@ -228,14 +269,23 @@ def bench_throughput(
                 "jax_compile_s": compile_s,
                 "jax_s": t_jax,
                 "numpy_s": t_np,
+                "rng_limit_s": t_lim,
+                "levopt_rng_limit_s": t_own,
                 "jax_path_steps_per_s": n * steps / jm,
                 "numpy_path_steps_per_s": n * steps / nm,
+                "rng_limit_normals_per_s": n * steps / lm,
                 "ratio": nm / jm,
+                # Throughput as a share of jax.random.normal alone drawing the same count, and of
+                # the path models' own normal sampler alone.
+                "rng_limit_share": lm / jm,
+                "levopt_rng_limit_share": statistics.median(t_own) / jm,
             }
             rows.append(row)
             print(
                 f"  throughput {case:17s} {precision}: jax {row['jax_path_steps_per_s'] / 1e6:7.1f} M/s  "
-                f"numpy {row['numpy_path_steps_per_s'] / 1e6:6.1f} M/s  ratio {row['ratio']:.2f}",
+                f"numpy {row['numpy_path_steps_per_s'] / 1e6:6.1f} M/s  ratio {row['ratio']:.2f}  "
+                f"RNG limit {row['rng_limit_normals_per_s'] / 1e6:7.1f} M/s  share {row['rng_limit_share']:.2f} "
+                f"(of levopt's sampler {row['levopt_rng_limit_share']:.2f})",
                 flush=True,
             )
     return rows
@@ -434,18 +484,30 @@ def markdown(res: dict[str, Any]) -> str:
             else []
         ),
         "",
-        "Throughput in M path-steps/s, compile excluded, as median (best) of the repeats, JAX and numpy "
-        "interleaved; numpy includes its RNG:",
+        "Throughput in M path-steps/s, compile excluded, as median (best) of the repeats, JAX, numpy "
+        "and the RNG limit interleaved; numpy includes its RNG. RNG limit: M normals/s of "
+        "`jax.random.normal` alone drawing the same count (one step for all paths at a time, summed); "
+        "share = JAX throughput / RNG limit; levopt RNG: the same for the models' own sampler "
+        "(Box-Muller on written-out threefry), and the share of it:",
         "",
-        "| case | dtype | paths x steps | JAX | numpy | JAX / numpy | JAX compile s |",
-        "| --- | --- | --- | ---: | ---: | ---: | ---: |",
+        "| case | dtype | paths x steps | JAX | numpy | JAX / numpy | RNG limit | share of limit | "
+        "levopt RNG | share of it | JAX compile s |",
+        "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for r in res["throughput"]:
         work = r["paths"] * r["steps"]
         (jm, jb), (nm, nb) = _rate(work, r["jax_s"]), _rate(work, r["numpy_s"])
+        limit = ""
+        for field in ("rng_limit_s", "levopt_rng_limit_s"):
+            if r.get(field):
+                lm, lb = _rate(work, r[field])
+                limit += f"{lm:.1f} ({lb:.1f}) | {jm / lm:.2f} ({jb / lb:.2f}) | "
+            else:
+                limit += "- | - | "
+        limit = limit.removesuffix(" | ")
         lines.append(
             f"| {r['case']} | {r['precision']} | {r['paths']:,} x {r['steps']} | {jm:.1f} ({jb:.1f}) | "
-            f"{nm:.1f} ({nb:.1f}) | {jm / nm:.2f}x ({jb / nb:.2f}x) | {r['jax_compile_s']:.1f} |"
+            f"{nm:.1f} ({nb:.1f}) | {jm / nm:.2f}x ({jb / nb:.2f}x) | {limit} | {r['jax_compile_s']:.1f} |"
         )
     if res.get("chunk_sweep"):
         dtypes = sorted({r["precision"] for r in res["chunk_sweep"]})
@@ -517,6 +579,16 @@ def summary(res: dict[str, Any]) -> list[dict[str, Any]]:
                 "detail": f"median {jm:.1f} vs {nm:.1f} M path-steps/s; best-of ratio {jb / nb:.2f}x",
             }
         )
+        if r.get("rng_limit_s"):
+            lm, lb = _rate(work, r["rng_limit_s"])
+            out.append(
+                {
+                    "metric": f"{r['case']} {r['precision']} share of the RNG limit",
+                    "value": round(jm / lm, 2),
+                    "unit": "",
+                    "detail": f"jax.random.normal alone {lm:.1f} M normals/s; best-of share {jb / lb:.2f}",
+                }
+            )
     for d, c in res.get("best_chunk_size", {}).items():
         out.append({"metric": f"fastest chunk_size {d}", "value": c, "unit": "paths"})
     for r in res.get("memory", []):
@@ -561,6 +633,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--quick", action="store_true", help="small sizes (smoke test, ~1 minute)")
     ap.add_argument("--skip", nargs="*", default=[], choices=list(SECTIONS), help="sections not to run")
     ap.add_argument("--out", type=Path, default=RESULTS / f"{NAME}.json")
+    ap.add_argument("--cases", nargs="*", choices=list(CASES), help="throughput cases to run (default: all)")
+    ap.add_argument("--paths", type=int, help="paths of every throughput case (default: per case)")
     ap.add_argument(
         "--merge", action="store_true", help="keep from an existing --out the sections that --skip skips"
     )
@@ -588,8 +662,7 @@ def main(argv: list[str] | None = None) -> int:
         mem_paths, grad_paths, grad_repeats = 200_000, 4096, 2
     else:
         steps, repeats = STEPS, 3
-        # GARCH-t draws its chi-square mixing variable with jax.random.gamma, ~20x slower than the
-        # rest of a step on CPU (see README): fewer paths keep the run within minutes.
+        # GARCH-t keeps the 32,768 paths it had when its sampler was slow, for comparable records.
         tp_paths = {"gbm_static_5x": 200_000, "gbm_daily_3x": 200_000, "garch_t_daily_3x": 32_768}
         # 2^17 paths: every chunk size below tiles it exactly (no padding bias between them); 120
         # steps, as path-steps/s does not depend on the horizon (the scan's work is per step).
@@ -616,6 +689,10 @@ def main(argv: list[str] | None = None) -> int:
         f"bench_engine: {res['machine']['cpu']}, {res['machine']['cores']} cores, jax {res['versions'].get('jax')}",
         flush=True,
     )
+    if args.paths is not None:
+        tp_paths = dict.fromkeys(tp_paths, args.paths)
+    if args.cases:
+        tp_paths = {case: tp_paths[case] for case in args.cases}
     if "throughput" not in args.skip:
         res["throughput"] = bench_throughput(tp_paths, steps, repeats, dtypes)
     else:

@@ -27,7 +27,7 @@ from levopt.config import parse_objective
 from levopt.engine import simulate_outcome
 from levopt.objectives import METRICS, ConvexForm, Metric, get_metric
 from levopt.optimize import ConvexProblem, optimize_policy, scenarios_from_simulation, solve_convex
-from levopt.optimize.convex import _Builder, _parse_metric, evaluate_metric
+from levopt.optimize.convex import _Builder, _parse_metric, _solve_with_retry, evaluate_metric
 from levopt.paths import GBM, MODELS, ModelConfig, PathModel, StepOut
 from levopt.policies import POLICIES, Policy
 from levopt.problem import STREAM_PATHS
@@ -393,7 +393,11 @@ def test_metric_conformance(name):
         builder.w.value = np.array([1.3])
         for var in expr.variables():
             if var is not builder.w:  # an auxiliary variable (CVaR's a) is minimized over: solve for it
-                cp.Problem(cp.Minimize(expr), [builder.w == builder.w.value]).solve()
+                # Through the convex layer's own solve, with its retry on a numerical stall.
+                status, failure = _solve_with_retry(
+                    cp.Problem(cp.Minimize(expr), [builder.w == builder.w.value]), "CLARABEL", {}
+                )
+                assert status == cp.OPTIMAL, failure
         expected = evaluate_metric({"metric": name, **options}, [1.3], scen, problem.market)
         assert float(expr.value) == pytest.approx(expected, rel=1e-6, abs=1e-9)
 

@@ -6,7 +6,6 @@ from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 import equinox as eqx
-import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import Array
@@ -22,7 +21,7 @@ from levopt.paths._base import (
     nonneg,
     register_model,
 )
-from levopt.paths._student_t import student_t, student_t_noise
+from levopt.paths._student_t import normal, student_t, student_t_noise
 
 
 class GarchConfig(ModelConfig):
@@ -133,8 +132,7 @@ class Garch(PathModel):
             # Inputs of a multivariate t shared by all assets (one mixing variable per path-step);
             # they do not depend on nu, which enters in `standardized_shock`.
             return student_t_noise(key, n, self.n_assets, dtype)
-        kz, _ = jax.random.split(key)  # the normal model's stream as it always was
-        return {"z": jax.random.normal(kz, (n, self.n_assets), dtype)}
+        return {"z": normal(key, (n, self.n_assets), dtype)}
 
     def standardized_shock(self, noise: dict[str, Array]) -> Array:
         """``(n_assets,)`` unit-variance shock of one path from its noise.

@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, ClassVar
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import Array
@@ -22,6 +21,7 @@ from levopt.paths._base import (
     nonneg,
     register_model,
 )
+from levopt.paths._student_t import normal
 
 
 class GBMConfig(ModelConfig):
@@ -59,6 +59,7 @@ class GBM(PathModel):
     .. math:: \log S_{t+\Delta}/S_t = (\mu - \tfrac12\sigma^2)\Delta + \sigma\sqrt{\Delta}\,L z
 
     with ``L`` the Cholesky factor of the correlation matrix, so that E[S_T/S_0] = exp(mu T).
+    ``z`` is drawn by :func:`levopt.paths._student_t.normal` (Box-Muller on written-out threefry).
 
     Attributes:
         mu: ``(n,)`` annualized arithmetic drift.
@@ -87,7 +88,7 @@ class GBM(PathModel):
         )
 
     def noise(self, key: Array, n: int, dtype: Any) -> Array:
-        return jax.random.normal(key, (n, self.n_assets), dtype)
+        return normal(key, (n, self.n_assets), dtype)
 
     def init(self, dtype: Any) -> tuple:
         return ()

@@ -19,6 +19,7 @@ from levopt.paths._base import (
     nonneg,
     register_model,
 )
+from levopt.paths._student_t import normal
 
 
 class MertonConfig(ModelConfig):
@@ -78,14 +79,11 @@ class Merton(PathModel):
         )
 
     def noise(self, key: Array, n: int, dtype: Any) -> dict[str, Array]:
-        kz, kn, kj = jax.random.split(key, 3)
+        kz, kn = jax.random.split(key)
         # A uniform per asset, turned into a Poisson count inside `step`, keeps `noise` independent
         # of the parameters, so parameter draws and sweeps reuse the same random numbers.
-        return {
-            "z": jax.random.normal(kz, (n, self.n_assets), dtype),
-            "u": jax.random.uniform(kn, (n, self.n_assets), dtype),
-            "zj": jax.random.normal(kj, (n, self.n_assets), dtype),
-        }
+        z = normal(kz, (2, n, self.n_assets), dtype)  # diffusion and jump sizes, in one draw
+        return {"z": z[0], "u": jax.random.uniform(kn, (n, self.n_assets), dtype), "zj": z[1]}
 
     def init(self, dtype: Any) -> tuple:
         return ()
