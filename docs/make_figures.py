@@ -84,14 +84,18 @@ def render(summary: dict[str, Any]) -> str:
     g, g_se = summary["log_growth"]
     c, c_se = summary["cvar"]
     p, p_se = summary["liquidation_probability"]
+    liquidation = (
+        "no path comes near liquidation"
+        if p == 0
+        else f"the liquidation probability {100 * p:.2g} ± {100 * p_se:.1g}%"
+    )
     return (
         f"The answer for these inputs: {first['leverage']:.2f}x (± {first['stderr']:.2f}) in days "
         f"{first['days'][0]}–{first['days'][1]}, {last['leverage']:.2f}x (± {last['stderr']:.2f}) in days "
         f"{last['days'][0]}–{last['days'][1]}, between {lo['leverage']:.2f}x and {hi['leverage']:.2f}x over "
         f"the {len(seg)} segments; out of sample ({summary['paths']:,} fresh paths) the log-growth is "
         f"{100 * g:.1f} ± {100 * g_se:.1f} %/yr, the CVaR 95% of the 90-day log-loss "
-        f"{100 * c:.0f} ± {100 * c_se:.0f}% and the liquidation probability {100 * p:.2f} ± "
-        f"{100 * p_se:.2f}%."
+        f"{100 * c:.0f} ± {100 * c_se:.0f}%, and {liquidation}."
     )
 
 
