@@ -76,3 +76,18 @@ def _no_x64(request):
 
     with jax.enable_x64(False):
         yield
+
+
+@pytest.fixture(scope="session")
+def ray_local():
+    """One local Ray instance for every test that needs one (starting Ray takes ~10 s); levopt's
+    executors use an instance that is already running and leave it running."""
+    ray = pytest.importorskip("ray")
+    import warnings
+
+    with warnings.catch_warnings():
+        # Ray forks its raylet from a process where JAX threads already run; harmless here.
+        warnings.filterwarnings("ignore", message=r"os\.fork\(\) was called", category=RuntimeWarning)
+        ray.init(include_dashboard=False, log_to_driver=False, configure_logging=False)
+    yield ray
+    ray.shutdown()

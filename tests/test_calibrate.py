@@ -90,6 +90,7 @@ def test_garch_agrees_with_arch_mle(garch_fit, garch_returns):
         assert abs(s["mean"] - GARCH_TRUE[name]) < Z * s["sd"], name
 
 
+@pytest.mark.slow  # NUTS on GJR (~15 s); test_garch_agrees_with_arch_mle covers the default run
 def test_gjr_agrees_with_arch_mle():
     returns = simulate_path(Garch.from_config(Garch.Config(**GJR_TRUE), DT, jnp.float64), 2000, seed=12)
     fit = calibrate(returns, "garch", gjr=True, seed=2, **NUTS)

@@ -42,6 +42,7 @@ def _agree(saved: list[float], fresh: list[float]) -> bool:
     return abs(a - b) <= SIGMAS * math.sqrt(se_a**2 + se_b**2) or a == b
 
 
+@pytest.mark.slow  # a full quick-start run (~1 min); docs/make_figures.py writes what it checks
 def test_fresh_quick_start_agrees_with_the_quoted_figures():
     import levopt
 

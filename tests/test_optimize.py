@@ -73,7 +73,8 @@ def test_liquidation_cap_lands_on_first_passage_boundary():
     assert found.in_sample["metrics"]["liquidation_probability"] == pytest.approx(cap, rel=0.01)
 
 
-@pytest.mark.parametrize("n_assets", [1, 3])
+# Three assets take ~35 s: a long study; one asset keeps the agreement in the default run.
+@pytest.mark.parametrize("n_assets", [1, pytest.param(3, marks=pytest.mark.slow)])
 def test_gradient_and_convex_layers_agree_on_identical_scenarios(n_assets):
     if n_assets == 1:
         model = {"kind": "gbm", "mu": 0.8, "sigma": 0.7}
@@ -195,6 +196,7 @@ def test_non_finite_gradient_is_reported_with_step_and_parameter():
         optimize(cfg)
 
 
+@pytest.mark.slow  # two optimizations on 3,000 x 120-day GARCH paths (~35 s)
 def test_schedule_rises_as_garch_volatility_mean_reverts():
     """Starting at 3x the long-run variance, the optimal leverage schedule increases over time and
     beats the best constant leverage out of sample."""

@@ -102,6 +102,7 @@ def test_bootstrap_resamples_rows_in_blocks(tmp_path):
     assert abs(follows.mean() - p) < Z * math.sqrt(p * (1 - p) / follows.size)
 
 
+@pytest.mark.slow  # an optimization study (~25 s)
 def test_optimizing_vol_target_finds_the_kelly_volatility():
     """With the model's volatility, leverage = target_vol / sigma: the optimal target is sigma f*."""
     from scipy import optimize as sopt

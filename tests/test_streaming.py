@@ -292,9 +292,8 @@ def test_sharded_over_devices_is_identical():
     assert result["one"] == json.loads(json.dumps(reference))
 
 
-def test_ray_evaluation_is_identical():
+def test_ray_evaluation_is_identical(ray_local):
     """Path blocks as tasks on a local Ray instance: the same numbers as the local run."""
-    pytest.importorskip("ray")
     import levopt
 
     cfg = _config(paths=9000, chunk_size=1024, horizon_days=5)

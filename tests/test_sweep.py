@@ -91,8 +91,7 @@ def test_two_forced_cpu_devices_give_identical_numbers(baseline, sweep_file, tmp
     assert read_json(point)["timings"]["devices"] == 2
 
 
-def test_local_ray_instance_gives_identical_numbers(baseline, sweep_file, tmp_path):
-    pytest.importorskip("ray")
+def test_local_ray_instance_gives_identical_numbers(baseline, sweep_file, tmp_path, ray_local):
     with warnings.catch_warnings():
         # Ray forks its raylet from a process where JAX threads already run; harmless here.
         warnings.filterwarnings("ignore", message=r"os\.fork\(\) was called", category=RuntimeWarning)

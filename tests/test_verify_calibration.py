@@ -92,6 +92,7 @@ def test_student_t_garch_recovers_known_parameters(t_garch_problem):
     assert summary["gamma"]["mean"] == 0.0
 
 
+@pytest.mark.slow  # NUTS recovery study (~15 s)
 def test_merton_recovers_known_parameters():
     """Reference: the parameters the data were simulated with."""
     returns = simulate_path(Merton.from_config(Merton.Config(**MERTON_TRUE), DT, jnp.float64), MERTON_OBS, 22)
