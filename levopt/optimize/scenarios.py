@@ -43,11 +43,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal, NamedTuple
 
-import jax
 import numpy as np
 
-from levopt.engine import simulate_returns
 from levopt.engine.market import Market, MarketConfig, financing, funding_payment, trading_cost
+from levopt.engine.simulate import simulate_returns_jit
 from levopt.errors import ConfigError, DataError
 
 __all__ = [
@@ -270,11 +269,6 @@ def scenarios_from_paths(
     return Scenarios(np.expm1(total), mean_price, k * dt, weights, **extra)
 
 
-# Jitted with the key and the model as arguments, so new keys and parameter values reuse one
-# compilation (the engine's function, called eagerly, re-traces its scan for every key).
-_simulate_returns = jax.jit(simulate_returns, static_argnames=("paths", "steps", "dt", "dtype", "n_draws"))
-
-
 def steps_per_period(problem: Any) -> int:
     """Steps in one period of the problem's policy: its rebalancing interval, or the horizon."""
     every = int(getattr(problem.policy, "rebalance_every", 0))
@@ -309,7 +303,7 @@ def scenarios_from_simulation(
         raise ConfigError("period_steps", f"must be >= 1, got {period_steps}")
     if n_scenarios < 1:
         raise ConfigError("n_scenarios", f"must be >= 1, got {n_scenarios}")
-    x = _simulate_returns(
+    x = simulate_returns_jit(
         key,
         problem.model,
         paths=n_scenarios,
