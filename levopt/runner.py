@@ -27,6 +27,7 @@ from levopt.problem import (
     versions,
 )
 from levopt.profiles import leverage_profile, trajectory_quantiles
+from levopt.resources import check_memory
 from levopt.results import ConstraintResult, EvaluateResult, RunResult, parameter_label
 
 ConfigSource = Config | dict | str | Path
@@ -48,6 +49,11 @@ def build(config: ConfigSource, *, base_dir: str | Path | None = None) -> Proble
     return build_problem(cfg, base)
 
 
+def _check_memory(config: ConfigSource, base_dir: str | Path | None) -> None:
+    """Refuse, before compiling, a config whose computation would not fit in memory."""
+    check_memory(load_config(config), config_dir(config, base_dir))
+
+
 @scoped_x64
 def evaluate(
     config: ConfigSource,
@@ -67,6 +73,7 @@ def evaluate(
         :class:`~levopt.results.EvaluateResult`) — what ``levopt evaluate`` writes as JSON.
     """
     t0 = time.perf_counter()
+    _check_memory(config, base_dir)
     problem = build(config, base_dir=base_dir)
     cfg = problem.cfg
     t_build = time.perf_counter()
@@ -189,6 +196,7 @@ def run(
         ``results.json``.
     """
     t0 = time.perf_counter()
+    _check_memory(config, base_dir)
     problem = build(config, base_dir=base_dir)
     cfg = problem.cfg
     objective = parse_objective(cfg.objective)

@@ -566,6 +566,21 @@ def test_oversized_search_is_refused_before_compiling(monkeypatch, capsys, tmp_p
     assert line.startswith("error: optimizer.scenarios: 1,000,000,000 scenarios")
 
 
+def test_python_api_checks_memory_before_compiling():
+    """levopt.evaluate and levopt.run refuse what would not fit, as the CLI does."""
+    import levopt
+
+    with pytest.raises(ResourceError, match=r"^chunk_size: "):
+        levopt.evaluate(TINY | {"paths": 10**9, "chunk_size": 10**9})
+    search = TINY | {
+        "policy": {"kind": "constant", "leverage": {"init": 1.0, "min": 0.0, "max": 3.0}},
+        "objective": {"maximize": "log_growth"},
+        "optimizer": {"method": "optax", "paths": 1_000_000_000},
+    }
+    with pytest.raises(ResourceError, match=r"^optimizer.paths: "):
+        levopt.run(search)
+
+
 def test_what_fits_does_fit():
     """The largest value the message offers passes the same check; one block more does not."""
     cfg = load_config(TINY | {"paths": 10**8, "chunk_size": 10**8})
