@@ -20,7 +20,7 @@ from collections import deque
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
 from functools import partial
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import numpy as np
@@ -83,6 +83,19 @@ def check_executor(executor: str, address: str | None) -> None:
         ) from None
 
 
+class ChunkSetup(NamedTuple):
+    """The static settings of one chunk's compiled program (hashable)."""
+
+    per_chunk: int  # blocks per chunk
+    steps: int
+    dt: float
+    dtype: Any
+    ruin_floor: float
+    n_draws: int | None
+    ctx: Context
+    frozen: tuple  # the metric specs (freeze_specs)
+
+
 @dataclass(frozen=True)
 class Job:
     """Everything needed to simulate and reduce any chunk of one evaluation (picklable)."""
@@ -92,47 +105,35 @@ class Job:
     policy: Policy
     market: Any
     paths: int
-    per_chunk: int  # blocks per chunk
     n_chunks: int
-    steps: int
-    dt: float
-    dtype: Any
-    ruin_floor: float
-    n_draws: int | None
-    ctx: Context
-    frozen: tuple
+    setup: ChunkSetup
 
     @property
     def chunk_paths(self) -> int:
-        return self.per_chunk * BLOCK
+        return self.setup.per_chunk * BLOCK
 
     def tasks(self) -> list[range]:
         size = math.ceil(self.n_chunks / min(TASKS, self.n_chunks))
         return [range(s, min(s + size, self.n_chunks)) for s in range(0, self.n_chunks, size)]
 
 
-@partial(
-    jax.jit,
-    static_argnames=("per_chunk", "steps", "dt", "dtype", "ruin_floor", "n_draws", "ctx", "frozen"),
-)
-def _chunk_arrays(
-    key, chunk, model, policy, market, *, per_chunk, steps, dt, dtype, ruin_floor, n_draws, ctx, frozen
-):
+@partial(jax.jit, static_argnums=5)
+def _chunk_arrays(key, chunk, model, policy, market, setup: ChunkSetup):
     outcome, _ = simulate_chunk(
         key,
-        chunk * per_chunk,
+        chunk * setup.per_chunk,
         model,
         policy,
         market,
-        n_blocks=per_chunk,
-        steps=steps,
-        dt=dt,
-        dtype=dtype,
-        ruin_floor=ruin_floor,
-        n_draws=n_draws,
+        n_blocks=setup.per_chunk,
+        steps=setup.steps,
+        dt=setup.dt,
+        dtype=setup.dtype,
+        ruin_floor=setup.ruin_floor,
+        n_draws=setup.n_draws,
     )
-    specs = thaw_specs(frozen)
-    return chunk_arrays(outcome, ctx, specs, stream_plan(specs, ctx, dtype))
+    specs = thaw_specs(setup.frozen)
+    return chunk_arrays(outcome, setup.ctx, specs, stream_plan(specs, setup.ctx, setup.dtype))
 
 
 @dataclass
@@ -176,24 +177,9 @@ class ChunkRunner:
         }
 
     def _launch(self, chunk: int, slot: int) -> Any:
-        job = self.job
         key, model, policy, market = self._args[slot]
         index = jax.device_put(np.int32(chunk), self.devices[slot])
-        return _chunk_arrays(
-            key,
-            index,
-            model,
-            policy,
-            market,
-            per_chunk=job.per_chunk,
-            steps=job.steps,
-            dt=job.dt,
-            dtype=job.dtype,
-            ruin_floor=job.ruin_floor,
-            n_draws=job.n_draws,
-            ctx=job.ctx,
-            frozen=job.frozen,
-        )
+        return _chunk_arrays(key, index, model, policy, market, self.job.setup)
 
     def iterate(self, chunks: Sequence[int]) -> Iterator[tuple[int, HostChunk]]:
         depth = len(self.devices) + 1
@@ -364,15 +350,17 @@ def make_job(problem: Problem, key: Any, policy: Policy | None, specs: MetricSpe
         policy=problem.policy if policy is None else policy,
         market=problem.market,
         paths=cfg.paths,
-        per_chunk=per_chunk,
         n_chunks=n_chunks,
-        steps=cfg.steps,
-        dt=cfg.dt,
-        dtype=problem.dtype,
-        ruin_floor=cfg.ruin_floor,
-        n_draws=problem.n_draws,
-        ctx=problem.ctx,
-        frozen=freeze_specs(specs),
+        setup=ChunkSetup(
+            per_chunk,
+            cfg.steps,
+            cfg.dt,
+            problem.dtype,
+            cfg.ruin_floor,
+            problem.n_draws,
+            problem.ctx,
+            freeze_specs(specs),
+        ),
     )
 
 

@@ -225,18 +225,29 @@ def parameter_label(name: str, index: tuple[int, ...]) -> str:
     return f"{name}[{','.join(map(str, index))}]" if index else name
 
 
-def parameter_rows(policy: dict[str, Any], stderr: dict[str, Any]) -> list[tuple[str, float, float]]:
-    """Each numeric policy element as ``(label, value, s.e.)`` (s.e. NaN when not reported), with the
-    labels ``not_identified`` uses."""
-    rows = []
+def parameter_arrays(
+    policy: dict[str, Any], stderr: dict[str, Any]
+) -> list[tuple[str, np.ndarray, np.ndarray]]:
+    """Each numeric policy parameter as ``(name, values, s.e.)`` arrays of one shape (s.e. NaN where
+    not reported); non-numeric entries are left out."""
+    out = []
     for name, value in policy.items():
         try:
             values = np.asarray(value, float)
             errors = np.asarray(stderr.get(name, math.nan), float)
         except (TypeError, ValueError):
             continue
-        if errors.shape != values.shape:
-            errors = np.full(values.shape, math.nan)
+        out.append(
+            (name, values, errors if errors.shape == values.shape else np.full(values.shape, math.nan))
+        )
+    return out
+
+
+def parameter_rows(policy: dict[str, Any], stderr: dict[str, Any]) -> list[tuple[str, float, float]]:
+    """Each numeric policy element as ``(label, value, s.e.)`` (s.e. NaN when not reported), with the
+    labels ``not_identified`` uses."""
+    rows = []
+    for name, values, errors in parameter_arrays(policy, stderr):
         rows += [
             (parameter_label(name, i), float(values[i]), float(errors[i])) for i in np.ndindex(values.shape)
         ]

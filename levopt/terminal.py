@@ -39,7 +39,7 @@ from levopt.report import (
     round_to_stderr,
     stderr_state,
 )
-from levopt.results import parameter_label
+from levopt.results import parameter_arrays, parameter_label
 
 # ---------------------------------------------------------------------------------------------
 # Metrics
@@ -106,14 +106,7 @@ def policy_table(result: dict[str, Any]) -> Table:
     table = Table(title="optimized policy", title_justify="left", caption=caption)
     cls = policy_class(spec.get("kind"))
     horizon = num(config.get("horizon_days"))
-    for name, raw in policy.items():
-        try:
-            values = np.asarray(raw, float)
-            se = np.asarray(errors.get(name, math.nan), float)
-        except (TypeError, ValueError):
-            continue
-        if se.shape != values.shape:
-            se = np.full(values.shape, math.nan)
+    for name, values, se in parameter_arrays(policy, errors):
         if cls is not None and cls.segmented and values.ndim >= 1:
             _segment_rows(table, name, values, se, horizon, config, loose)
         else:

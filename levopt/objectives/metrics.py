@@ -123,7 +123,7 @@ def max_drawdown(o: Outcome, ctx: Context) -> Array:
 # --- VaR and CVaR -------------------------------------------------------------------------------
 
 
-def loss_atoms(o: Outcome, ctx: Context, returns: Returns) -> tuple[Array, Array]:
+def loss_atoms(o: Outcome, ctx: Context, returns: Returns = "log") -> tuple[Array, Array]:
     """Losses and probability weights of the 2 x paths outcome atoms (weights sum to 1)."""
     q = _liq_weight(o)
     if returns == "log":
@@ -154,7 +154,7 @@ def weighted_var(losses: Array, weights: Array, level: float) -> Array:
     aggregate="statistic",
     not_convex="value-at-risk is not convex in the weights; use {metric: cvar} (CVaR >= VaR, its tightest "
     "convex upper bound)",
-    tail=TailForm(lambda o, ctx, returns="log": loss_atoms(o, ctx, returns), "var"),
+    tail=TailForm(loss_atoms, "var"),
 )
 def value_at_risk(o: Outcome, ctx: Context, level: Level = 0.95, returns: Returns = "log") -> Array:
     """Value-at-risk at ``level`` of the loss -log(W_T/W_0) (or -(W_T/W_0 - 1) with simple returns)."""
@@ -190,7 +190,7 @@ def _cvar_value(v: Any, level: float = 0.95, returns: Returns = "log") -> float:
     unit="pct",
     aggregate="statistic",
     convex=ConvexForm(_cvar_expression, _cvar_value),
-    tail=TailForm(lambda o, ctx, returns="log": loss_atoms(o, ctx, returns), "cvar"),
+    tail=TailForm(loss_atoms, "cvar"),
 )
 def conditional_value_at_risk(
     o: Outcome, ctx: Context, level: Level = 0.95, returns: Returns = "log"

@@ -104,8 +104,8 @@ def stream_plan(specs: MetricSpecs, ctx: Context, dtype: Any) -> StreamPlan:
         if metric.tail is not None:
             atom_opts = {k: v for k, v in options.items() if k != "level"}
             level = float(options.get("level", metric.defaults().get("level")))
-            atoms = metric.tail.atoms
-            key = (f"{atoms.__module__}.{atoms.__qualname__}", hashable(atom_opts), level)
+            # One search serves every VaR and CVaR of the same atoms and level.
+            key = (metric.tail.atoms, hashable(atom_opts), level)
             tails.setdefault(key, (name, atom_opts, level))
             tail_of[label] = (key, metric.tail.statistic)
             continue
