@@ -3,6 +3,7 @@ the config reports. Below the optimizers and the runner, which take a :class:`Pr
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -14,6 +15,7 @@ import numpy as np
 
 from levopt.config import Config
 from levopt.engine import Market, Outcome, draw_noise, simulate_outcome_jit
+from levopt.engine.market import bracket_tables
 from levopt.errors import ConfigError
 from levopt.objectives import Context, MetricSpecs, evaluate_metrics, get_metric, hashable
 from levopt.paths import MODELS, PathModel
@@ -100,6 +102,7 @@ def build_problem(
     model: PathModel | None = None,
     n_draws: int | None = None,
     calibration: dict[str, Any] | None = None,
+    funding_draws: dict[str, np.ndarray] | None = None,
 ) -> Problem:
     """Build the model (unless given, e.g. from a calibration), the policy and the market arrays.
 
@@ -113,8 +116,16 @@ def build_problem(
     policy, free = policy_cls.from_config(
         cfg.policy_config_typed(), model.n_assets, cfg.steps, cfg.dt, dtype, market=cfg.market
     )
-    market = Market.from_config(cfg.market, dtype)
-    check_opening(cfg, policy)
+    weights = policy.opening_weights()
+    market = Market.from_config(
+        cfg.market,
+        dtype,
+        n_assets=model.n_assets,
+        base_dir=base_dir,
+        position_weights=weights,
+        funding_draws=funding_draws,
+    )
+    check_opening(cfg, policy, market)
     return Problem(cfg, model, policy, free, market, dtype, n_draws, calibration)
 
 
@@ -129,15 +140,19 @@ def build_model(cfg: Config, base_dir: str | Path = ".") -> PathModel:
     return model_cls.from_config(cfg.model_config_typed(), cfg.dt, dtype_of(cfg), base_dir=Path(base_dir))
 
 
-def check_opening(cfg: Config, policy: Policy) -> None:
-    """Reject a position that the maintenance margin would liquidate at the opening trade.
+def check_opening(cfg: Config, policy: Policy, market: Market | None = None) -> None:
+    """Reject a position that the maintenance margin would liquidate at the opening trade, or that
+    the venue's tiers do not allow (leverage above the tier's maximum).
 
     Applies to policies whose opening weights are known before the simulation
     (:meth:`~levopt.policies.Policy.opening_weights`); the opening of state-dependent policies is
-    an outcome of the simulation.
+    an outcome of the simulation (capped at the tiers' maximum leverage, counted in ``capped``).
     """
     weights = policy.opening_weights()
     if weights is None:
+        return
+    if cfg.market.venue is not None:
+        _check_tier_leverage(cfg, np.abs(np.asarray(weights, float)).reshape(-1), market)
         return
     gross = float(np.sum(np.abs(np.asarray(weights, float))))
     mkt = cfg.market
@@ -148,6 +163,48 @@ def check_opening(cfg: Config, policy: Policy) -> None:
             f"{mkt.maintenance_margin} liquidates a {gross:g}x position at open "
             f"(equity after fees {equity:.4f} <= margin {mkt.maintenance_margin * gross:.4f}); "
             f"allowed: < {equity / gross:.4f} at this leverage, or lower the leverage",
+        )
+
+
+def _check_tier_leverage(cfg: Config, weights: np.ndarray, market: Market | None) -> None:
+    """Opening above a tier's maximum leverage is a config error naming the tier and the maximum."""
+    mkt = cfg.market
+    n_assets = weights.size
+    tables = bracket_tables(mkt, n_assets, ".") if mkt.brackets is None else None
+    equity = mkt.equity()
+    if market is None or market.tiers is None:
+        return
+    lev_cols = np.asarray(market.tiers.max_leverage, float)
+    bounds = np.asarray(market.tiers.bounds, float)
+    margins = np.asarray(market.isolated_margin, float) if market.isolated_margin is not None else None
+    im_total = 0.0
+    for i, w in enumerate(weights):
+        k = int(np.sum(w > bounds[i]))
+        max_lev = float(lev_cols[i, k])
+        im_total += w / max_lev
+        lower = 0.0 if k == 0 else bounds[i, k - 1] * equity
+        upper = bounds[i, k] * equity if k < bounds.shape[1] else math.inf
+        where = f"tier {k + 1} (notional {lower:,.0f} to {upper:,.0f})"
+        if tables is not None:
+            where = f"{tables[i].symbol or mkt.venue} {where}"
+        if margins is not None and w / margins[i] > max_lev * (1 + 1e-9):
+            raise ConfigError(
+                "policy.leverage",
+                f"{w / margins[i]:g}x on the isolated margin of asset {i} ({w * equity:,.0f} notional on "
+                f"{margins[i] * equity:,.0f}) is above the {max_lev:g}x allowed in {where}; allowed: at most "
+                f"{max_lev:g}x, or more margin (market.isolated_margin)",
+            )
+        if margins is None and n_assets == 1 and w > max_lev * (1 + 1e-9):
+            raise ConfigError(
+                "policy.leverage",
+                f"{w:g}x ({w * equity:,.0f} notional on {equity:,.0f}) is above the {max_lev:g}x allowed in "
+                f"{where}; allowed: at most {max_lev:g}x at this notional",
+            )
+    if margins is None and n_assets > 1 and im_total > 1 + 1e-9:
+        raise ConfigError(
+            "policy.weights",
+            f"initial margin {im_total:.4g} × equity (Σ notional / tier maximum leverage) exceeds the equity; "
+            "allowed: a book whose initial margin at the tiers' maximum leverages fits in the equity",
         )
 
 

@@ -50,7 +50,14 @@ import jax
 import jax.numpy as jnp
 from jax import Array
 
-from levopt.engine.market import Market, financing, funding_payment, maintenance_requirement, trading_cost
+from levopt.engine.market import (
+    HOURS_PER_YEAR,
+    Market,
+    financing,
+    funding_payment,
+    settled_funding,
+    trading_cost,
+)
 from levopt.paths import PathModel
 from levopt.policies import Policy
 
@@ -71,6 +78,7 @@ class Outcome(NamedTuple):
             (equity at liquidation, floored at ``ruin_floor``, grown at the cash rate to T).
         liq_wealth: the same sum for W_T.
         liq_drawdown: the same sum for the maximum drawdown.
+        capped: int, how many of the path's trades the venue's maximum leverage scaled down.
     """
 
     wealth: Array
@@ -81,6 +89,7 @@ class Outcome(NamedTuple):
     liq_log_wealth: Array
     liq_wealth: Array
     liq_drawdown: Array
+    capped: Array
 
 
 class Trajectory(NamedTuple):
@@ -103,6 +112,24 @@ class _Carry(NamedTuple):
     liq: Array
     model_state: Any
     policy_state: Any
+    capped: Array
+    # Venue state, None in the flat-rate market: the mark basis per asset, the funding rate per
+    # interval, and in isolated mode each position's margin account and the wallet's free cash.
+    basis: Any = None
+    funding: Any = None
+    free_cash: Any = None
+
+
+class _Venue(NamedTuple):
+    """Per-step venue inputs of one path: basis and funding noise, the path's funding parameters."""
+
+    basis_z: Any = None  # (n, 3): OU normal, jump uniform, jump-size normal
+    funding_z: Any = None  # scalar normal
+    funding: Any = None  # FundingProcess of this path
+
+
+MARKET_STREAM = 0x6D61726B
+"""``fold_in`` tag of the venue's random numbers (basis, funding), apart from the path model's."""
 
 
 def _crossing_probability(x: Array, barrier: Array, var: Array, downward: Array) -> Array:
@@ -115,49 +142,95 @@ def _crossing_probability(x: Array, barrier: Array, var: Array, downward: Array)
     return jnp.where(crossed, 1.0, jnp.exp(jnp.where(crossed, 0.0, exponent)))
 
 
+def _single_level(n: Array, w: Array, carry_cost: Array, market: Market, tiers: Any) -> tuple[Array, Array]:
+    """Price ratio u at which one position's equity meets its maintenance, and that equity.
+
+    Equity w + c + n (u − 1) against |n| u MMR_k − A_k: for a long u = (n − w − c − A_k) / (n (1 − MMR_k)),
+    for a short the same with 1 + MMR_k. With tiers, every tier's solution is formed and the one
+    whose notional |n| u lies in the tier is taken (equity minus requirement is monotone in u, so
+    exactly one is consistent; the venues' own re-selection, see levopt.venues.liquidation_price).
+    """
+    long = n > 0
+    if tiers is None:
+        mm = market.maintenance_margin
+        denom = jnp.where(long, n * (1 - mm), n * (1 + mm))
+        level = (n - w - carry_cost) / jnp.where(denom != 0, denom, 1.0)
+        return level, (mm - market.liquidation_fee) * jnp.abs(n) * level
+    rates, amounts, bounds = tiers
+    denom = jnp.where(long, n * (1 - rates), n * (1 + rates))
+    levels = (n - w - carry_cost - amounts) / jnp.where(denom != 0, denom, 1.0)
+    at = jnp.abs(n) * levels
+    lower = jnp.concatenate([jnp.zeros((1,), at.dtype), bounds])
+    upper = jnp.concatenate([bounds, jnp.full((1,), jnp.inf, at.dtype)])
+    inside = (at > lower) & (at <= upper)
+    k = jnp.where(jnp.any(inside), jnp.argmax(inside), jnp.sum(jnp.abs(n) > bounds))
+    level = levels[k]
+    equity_at_level = jnp.abs(n) * level * rates[k] - amounts[k]
+    return level, jnp.maximum(equity_at_level, 0.0) - market.liquidation_fee * jnp.abs(n) * level
+
+
+def _asset_tiers(market: Market, i: int | Array) -> Any:
+    if market.tiers is None:
+        return None
+    t = market.tiers
+    return t.rates[i], t.amounts[i], t.bounds[i]
+
+
 def _bridge(
     alive: Array,
     x: Array,
-    vol: Array,
+    var: Array,
     n: Array,
     w: Array,
     carry_cost: Array,
-    mm: Array,
+    market: Market,
     model: PathModel,
 ) -> tuple[Array, Array, Array]:
     """Brownian-bridge probability that the step crossed the liquidation level, whether the path has
-    such a level, and the gross notional at it."""
+    such a level, and the equity left at that level after the liquidation fee.
+
+    ``x``, ``var``: the step's log-change of the monitored (mark) price per asset and its variance;
+    ``n``, ``w``: notional and equity at the start of the step, on the mark price.
+    """
     gross = jnp.sum(jnp.abs(n))
     if n.shape[0] == 1:
         # One asset: the liquidation level is an exact log-price barrier.
-        long = n[0] > 0
-        denom = jnp.where(long, n[0] * (1 - mm), n[0] * (1 + mm))
-        level = (n[0] - w - carry_cost) / jnp.where(denom != 0, denom, 1.0)
+        level, w_at_level = _single_level(n[0], w, carry_cost, market, _asset_tiers(market, 0))
         has_barrier = alive & (gross > 0) & (level > 0)
         barrier = jnp.log(jnp.where(level > 0, level, 1.0))
-        p_bridge = _crossing_probability(x[0], barrier, vol[0] ** 2, long)
-        gross_at_level = gross * jnp.where(has_barrier, level, 1.0)
-    else:
-        p_bridge, has_barrier, gross_at_level = _portfolio_bridge(alive, x, vol, n, w, carry_cost, mm, model)
-    return p_bridge, has_barrier, gross_at_level
+        p_bridge = _crossing_probability(x[0], barrier, var[0], n[0] > 0)
+        return p_bridge, has_barrier, jnp.maximum(jnp.where(has_barrier, w_at_level, 0.0), 0.0)
+    return _portfolio_bridge(alive, x, var, n, w, carry_cost, market, model)
 
 
 def _portfolio_bridge(
-    alive: Array, x: Array, vol: Array, n: Array, w: Array, carry_cost: Array, mm: Array, model: PathModel
+    alive: Array,
+    x: Array,
+    var: Array,
+    n: Array,
+    w: Array,
+    carry_cost: Array,
+    market: Market,
+    model: PathModel,
 ) -> tuple[Array, Array, Array]:
     """The bridge for several assets, on the distance to liquidation D = C + Σ c_i e^{x_i}.
 
-    With C = W + cost − Σ N_i the cash after the step's costs and c_i = N_i (1 − mm sign N_i), D is
-    equity minus the maintenance requirement on the current notional, so D = 0 is the liquidation
-    level whatever the book. When every c_i has one sign and C the other (a levered long, or a
-    short), the level is log|S| = log|C| for S = Σ c_i e^{x_i}, and log S is bridged as a Brownian
-    motion with the step variance of its weights c_i / S_0: exact for one asset and for perfectly
-    correlated assets. Otherwise (a long/short book) D itself is bridged as an arithmetic
-    Brownian motion with the step variance of Σ c_i x_i.
+    With C = W + cost − Σ N_i + Σ A_i the cash after the step's costs plus the tiers' maintenance
+    amounts and c_i = N_i (1 − MMR_i sign N_i), D is equity minus the maintenance requirement on the
+    current notional (in the current tiers), so D = 0 is the liquidation level whatever the book.
+    When every c_i has one sign and C the other (a levered long, or a short), the level is
+    log|S| = log|C| for S = Σ c_i e^{x_i}, and log S is bridged as a Brownian motion with the step
+    variance of its weights c_i / S_0: exact for one asset and for perfectly correlated assets.
+    Otherwise (a long/short book) D itself is bridged as an arithmetic Brownian motion with the
+    step variance of Σ c_i x_i.
     """
     gross = jnp.sum(jnp.abs(n))
-    c = n * (1 - mm * jnp.sign(n))
+    vol = jnp.sqrt(var)
+    rates, amounts = market.rates_at(n)
+    c = n * (1 - rates * jnp.sign(n))
     cash = w + carry_cost - jnp.sum(n)
+    if market.tiers is not None:
+        cash = cash + jnp.sum(amounts)
     s0 = jnp.sum(c)
     s_end = jnp.sum(c * jnp.exp(x))
     one_sided = (jnp.all(c >= 0) | jnp.all(c <= 0)) & (s0 * cash < 0)
@@ -176,7 +249,45 @@ def _portfolio_bridge(
     p_bridge = jnp.where(one_sided, p_log, p_arith)
     # At the level every notional has moved by about the same factor (exactly so for one asset).
     gross_at_level = gross * jnp.where(one_sided & has_barrier, ratio, 1.0)
-    return p_bridge, has_barrier, gross_at_level
+    if market.tiers is None:
+        w_at_level = (market.maintenance_margin - market.liquidation_fee) * gross_at_level
+    else:
+        n_at_level = n * jnp.where(one_sided & has_barrier, ratio, 1.0)
+        w_at_level = market.requirement(n_at_level) - market.liquidation_fee * gross_at_level
+    return p_bridge, has_barrier, jnp.maximum(w_at_level, 0.0)
+
+
+def _settlements(t: Array, dt: float, interval_hours: float, dtype: Any) -> Array:
+    """Funding settlements in the step (t dt, (t + 1) dt], the first at one interval after t = 0."""
+    r = dt * HOURS_PER_YEAR / interval_hours
+    eps = 1e-6 * max(1.0, r)
+    tf = t.astype(dtype)
+    return jnp.floor((tf + 1) * r + eps) - jnp.floor(tf * r + eps)
+
+
+def _funding_cost(
+    net: Array, funding_rate: Array, t: Array, dt: float, market: Market, venue: _Venue, f: Any
+) -> Array:
+    """Funding of the step on the start-of-step net notional: accrued, or settled at the venue's times."""
+    if market.funding is None:
+        return funding_payment(net, funding_rate, dt)
+    settled = _settlements(t, dt, market.funding_interval_hours, net.dtype)  # type: ignore[arg-type]
+    rate = venue.funding.mean if not market.funding_stochastic else f
+    return settled_funding(net, rate, settled)
+
+
+def _capped_target(n_target: Array, equity: Array, tiers: Any, market: Market) -> tuple[Array, Array]:
+    """Scale a target down so its initial margin Σ |N_i| / max leverage_i fits in ``equity``.
+
+    Returns the target and whether the cap bound. Scaling down can only move positions into
+    lower tiers, whose maximum leverage is at least as high, so the scaled book fits.
+    """
+    if market.tiers is None:
+        return n_target, jnp.zeros((), bool)
+    im = jnp.sum(market.tiers.initial_margin(n_target))
+    bound = im > equity * (1 + 1e-9)
+    scale = jnp.where(bound, jnp.maximum(equity, 0.0) / jnp.where(im > 0, im, 1.0), 1.0)
+    return n_target * scale, bound
 
 
 def _rebalance(
@@ -191,19 +302,45 @@ def _rebalance(
     market: Market,
     steps: int,
     dt: float,
-) -> tuple[Array, Array]:
-    """Trade back to the policy's target when a rebalance is due, paying fees and slippage."""
+) -> tuple[Array, Array, Array]:
+    """Trade back to the policy's target when a rebalance is due, paying fees and slippage; the
+    target is capped at the venue's maximum leverage (the third output says whether it bound)."""
     due = alive & ((t + 1) % policy.rebalance_every == 0) & (t + 1 < steps)
     mu_next = model.mean_return()
     vol_next = model.current_vol(model_state, dt)
     n_target = policy.target(policy_state, t + 1, w, vol_next, mu_next) * w
+    n_target, bound = _capped_target(n_target, w, market.tiers, market)
     cost = trading_cost(n_target - n, market.trading_cost_rate)
-    return jnp.where(due, w - cost, w), jnp.where(due, n_target, n)
+    return jnp.where(due, w - cost, w), jnp.where(due, n_target, n), due & bound
+
+
+def _venue_moves(
+    carry: _Carry, venue: _Venue, x: Array, vol: Array, gap: Array, market: Market, dt: float
+) -> tuple[Any, Array, Array, Array, Array, Array]:
+    """The step's basis and funding: (new basis, mark factor at start and end, monitored log-change
+    and its variance, gap); without a basis the mark is the traded price."""
+    if market.basis is None:
+        one = jnp.ones_like(x)
+        return None, one, one, x, vol**2, gap
+    b0 = carry.basis
+    z = venue.basis_z
+    b1, jumped = market.basis.step(b0, z[:, 0], z[:, 1], z[:, 2], dt)
+    var = vol**2 + market.basis.step_variance(dt)
+    return b1, jnp.exp(b0), jnp.exp(b1), x + b1 - b0, var, gap | jnp.any(jumped)
+
+
+def _next_funding(carry: _Carry, venue: _Venue, x: Array, vol: Array, market: Market, dt: float) -> Any:
+    if not market.funding_stochastic:
+        return carry.funding
+    r = dt * HOURS_PER_YEAR / market.funding_interval_hours  # type: ignore[operator]
+    z_return = x[0] / jnp.maximum(vol[0], jnp.finfo(x.dtype).tiny)
+    return venue.funding.step(carry.funding, z_return, venue.funding_z, r)
 
 
 def _step_path(
     carry: _Carry,
     noise: Any,
+    venue: _Venue,
     t: Array,
     model: PathModel,
     policy: Policy,
@@ -213,26 +350,40 @@ def _step_path(
     ruin_floor: float,
 ) -> _Carry:
     """Advance one path by one step (vmapped over paths by the caller)."""
+    if market.margin_mode == "isolated":
+        return _step_isolated(carry, noise, venue, t, model, policy, market, steps, dt, ruin_floor)
     model_state, out = model.step(carry.model_state, noise, dt)
     x, vol = out.log_return, out.vol
     w, n = carry.wealth, carry.notional
-    mm, lf = market.maintenance_margin, market.liquidation_fee
+    lf = market.liquidation_fee
 
     # Financing on the start-of-step balances; exact compounding within the step.
     cash = w - jnp.sum(n)
     carry_cost = financing(cash, jnp.expm1(market.cash_rate * dt), jnp.expm1(market.borrow_rate * dt))
-    carry_cost = carry_cost + funding_payment(jnp.sum(n), market.funding_rate, dt)
+    carry_cost = carry_cost + _funding_cost(
+        jnp.sum(n), market.funding_rate, t, dt, market, venue, carry.funding
+    )
     n_end = n * jnp.exp(x)
     w_end = w + jnp.sum(n_end - n) + carry_cost
-    gross_end = jnp.sum(jnp.abs(n_end))
-    hit = carry.alive & (w_end <= maintenance_requirement(gross_end, mm))
-    p_bridge, has_barrier, gross_at_level = _bridge(carry.alive, x, vol, n, w, carry_cost, mm, model)
+
+    # Liquidation is checked on the mark price = traded price × e^basis.
+    basis, m0, m1, x_mark, var_mark, gap = _venue_moves(carry, venue, x, vol, out.gap, market, dt)
+    if market.basis is None:
+        w_mark, n_mark_end, n_mark0, w_mark0 = w_end, n_end, n, w
+    else:
+        n_mark_end, n_mark0 = n_end * m1, n * m0
+        w_mark = w_end + jnp.sum(n_mark_end - n_end)
+        w_mark0 = w + jnp.sum(n_mark0 - n)
+    gross_end = jnp.sum(jnp.abs(n_mark_end))
+    hit = carry.alive & (w_mark <= market.requirement(n_mark_end))
+    p_bridge, has_barrier, w_at_level = _bridge(
+        carry.alive, x_mark, var_mark, n_mark0, w_mark0, carry_cost, market, model
+    )
     p = jnp.where(hit, 1.0, jnp.where(has_barrier, p_bridge, 0.0))
 
     # Equity after liquidation: at the maintenance level for continuous moves, post-gap for jumps.
-    w_at_level = jnp.maximum((mm - lf) * gross_at_level, 0.0)
-    w_gap = jnp.maximum(w_end - lf * gross_end, 0.0)
-    w_liq = jnp.where(out.gap, jnp.minimum(w_gap, w_at_level), w_at_level)
+    w_gap = jnp.maximum(w_mark - lf * gross_end, 0.0)
+    w_liq = jnp.where(gap, jnp.minimum(w_gap, w_at_level), w_at_level)
 
     # Liquidated-branch outcome, grown at the cash rate to the horizon.
     remaining = (steps - t - 1) * dt
@@ -246,10 +397,12 @@ def _step_path(
     n_next = jnp.where(hit, jnp.zeros_like(n_end), n_end)
     alive = carry.alive & ~hit
     policy_state = policy.observe(carry.policy_state, x, w_next)
+    capped = carry.capped
     if policy.rebalance_every > 0:
-        w_next, n_next = _rebalance(
+        w_next, n_next, bound = _rebalance(
             alive, t, w_next, n_next, model, model_state, policy, policy_state, market, steps, dt
         )
+        capped = capped + bound.astype(capped.dtype)
 
     peak = jnp.maximum(carry.peak, w_next)
     max_dd = jnp.maximum(carry.max_dd, 1.0 - w_next / peak)
@@ -264,11 +417,165 @@ def _step_path(
         liq=liq,
         model_state=model_state,
         policy_state=policy_state,
+        capped=capped,
+        basis=basis,
+        funding=_next_funding(carry, venue, x, vol, market, dt),
+    )
+
+
+def _step_isolated(
+    carry: _Carry,
+    noise: Any,
+    venue: _Venue,
+    t: Array,
+    model: PathModel,
+    policy: Policy,
+    market: Market,
+    steps: int,
+    dt: float,
+    ruin_floor: float,
+) -> _Carry:
+    """One step in isolated margin: each position i is its own margin account (equity E_i, the
+    margin posted to it plus its P&L), the rest of the wallet is free cash F earning ``cash_rate``.
+
+    Each account is the one-asset cross account above (financing, funding, mark, bridge, closing
+    at the level); its liquidation closes it alone. ``wealth`` holds the accounts' equities
+    ``(n,)``, ``alive``/``survival`` are per account, and ``liq`` ``(n, 2)`` holds each account's
+    probability-weighted (liquidation equity grown to T, drawdown at it); :func:`_isolated_outcome`
+    combines them at the horizon.
+    """
+    model_state, out = model.step(carry.model_state, noise, dt)
+    x, vol = out.log_return, out.vol
+    e, n = carry.wealth, carry.notional
+    lf = market.liquidation_fee
+
+    cash = e - n
+    carry_cost = financing(cash, jnp.expm1(market.cash_rate * dt), jnp.expm1(market.borrow_rate * dt))
+    carry_cost = carry_cost + jax.vmap(
+        lambda ni: _funding_cost(ni, market.funding_rate, t, dt, market, venue, carry.funding)
+    )(n)
+    free_cash = carry.free_cash * jnp.exp(market.cash_rate * dt)
+    n_end = n * jnp.exp(x)
+    e_end = e + (n_end - n) + carry_cost
+
+    basis, m0, m1, x_mark, var_mark, gap = _venue_moves(carry, venue, x, vol, out.gap, market, dt)
+    n_mark_end, n_mark0 = n_end * m1, n * m0
+    e_mark = e_end + (n_mark_end - n_end)
+    e_mark0 = e + (n_mark0 - n)
+
+    rates_amounts = None
+    if market.tiers is not None:
+        k = jnp.sum(jnp.abs(n_mark_end)[:, None] > market.tiers.bounds, axis=-1)[:, None]
+        r_end = jnp.take_along_axis(market.tiers.rates, k, axis=-1)[:, 0]
+        a_end = jnp.take_along_axis(market.tiers.amounts, k, axis=-1)[:, 0]
+        requirement = jnp.abs(n_mark_end) * r_end - a_end
+        rates_amounts = (market.tiers.rates, market.tiers.amounts, market.tiers.bounds)
+    else:
+        requirement = market.maintenance_margin * jnp.abs(n_mark_end)
+    alive = carry.alive
+    hit = alive & (n != 0) & (e_mark <= requirement)
+
+    def level(ni: Array, ei: Array, ci: Array, tiers: Any) -> tuple[Array, Array]:
+        return _single_level(ni, ei, ci, market, tiers)
+
+    if rates_amounts is None:
+        levels, w_at_level = jax.vmap(lambda ni, ei, ci: level(ni, ei, ci, None))(
+            n_mark0, e_mark0, carry_cost
+        )
+    else:
+        levels, w_at_level = jax.vmap(level)(n_mark0, e_mark0, carry_cost, rates_amounts)
+    has_barrier = alive & (n != 0) & (levels > 0)
+    barrier = jnp.log(jnp.where(levels > 0, levels, 1.0))
+    p_bridge = _crossing_probability(x_mark, barrier, var_mark, n_mark0 > 0)
+    p = jnp.where(hit, 1.0, jnp.where(has_barrier, p_bridge, 0.0))
+    w_at_level = jnp.maximum(jnp.where(has_barrier, w_at_level, 0.0), 0.0)
+    w_gap = jnp.maximum(e_mark - lf * jnp.abs(n_mark_end), 0.0)
+    w_liq = jnp.where(gap, jnp.minimum(w_gap, w_at_level), w_at_level)
+
+    remaining = (steps - t - 1) * dt
+    w_liq_T = w_liq * jnp.exp(market.cash_rate * remaining)
+    total_end = free_cash + jnp.sum(e_end)
+    dd_liq = jnp.maximum(carry.max_dd, 1.0 - (total_end - e_end + w_liq) / carry.peak)
+    weight = carry.survival * p
+    liq = carry.liq + weight[:, None] * jnp.stack([w_liq_T, dd_liq], axis=-1)
+
+    e_next = jnp.where(hit, w_liq, e_end)
+    n_next = jnp.where(hit, jnp.zeros_like(n_end), n_end)
+    alive = alive & ~hit
+    total = free_cash + jnp.sum(e_next)
+    policy_state = policy.observe(carry.policy_state, x, total)
+    capped = carry.capped
+    if policy.rebalance_every > 0:
+        e_next, n_next, free_cash, bound = _rebalance_isolated(
+            alive, t, e_next, n_next, free_cash, model, model_state, policy, policy_state, market, steps, dt
+        )
+        capped = capped + bound.astype(capped.dtype)
+        total = free_cash + jnp.sum(e_next)
+
+    peak = jnp.maximum(carry.peak, total)
+    max_dd = jnp.maximum(carry.max_dd, 1.0 - total / peak)
+    first_hit = jnp.any(hit) & (carry.liq_step < 0)
+    return _Carry(
+        wealth=e_next,
+        notional=n_next,
+        alive=alive,
+        liq_step=jnp.where(first_hit, (t + 1).astype(jnp.int32), carry.liq_step),
+        peak=peak,
+        max_dd=max_dd,
+        survival=carry.survival * (1.0 - p),
+        liq=liq,
+        model_state=model_state,
+        policy_state=policy_state,
+        capped=capped,
+        basis=basis,
+        funding=_next_funding(carry, venue, x, vol, market, dt),
+        free_cash=free_cash,
+    )
+
+
+def _rebalance_isolated(
+    alive: Array,
+    t: Array,
+    e: Array,
+    n: Array,
+    free_cash: Array,
+    model: PathModel,
+    model_state: Any,
+    policy: Policy,
+    policy_state: Any,
+    market: Market,
+    steps: int,
+    dt: float,
+) -> tuple[Array, Array, Array, Array]:
+    """Isolated rebalance: open accounts are re-margined to their share of the wallet and resized
+    to the policy's target, each capped at its tier's maximum leverage on its own margin; closed
+    (liquidated) accounts stay closed, their residual equity stays in them as cash."""
+    due = jnp.any(alive) & ((t + 1) % policy.rebalance_every == 0) & (t + 1 < steps)
+    total = free_cash + jnp.sum(e)
+    n_target = policy.target(
+        policy_state, t + 1, total, model.current_vol(model_state, dt), model.mean_return()
+    )
+    n_target = jnp.where(alive, n_target * total, 0.0)
+    margin = jnp.where(alive, market.isolated_margin * total, e)
+    bound = jnp.zeros((), bool)
+    if market.tiers is not None:
+        im = market.tiers.initial_margin(n_target)
+        over = im > margin * (1 + 1e-9)
+        n_target = jnp.where(over, n_target * margin / jnp.where(im > 0, im, 1.0), n_target)
+        bound = jnp.any(over & alive)
+    cost = jnp.abs(n_target - n) * market.trading_cost_rate
+    e_new = jnp.where(alive, margin - cost, e)
+    free_new = total - jnp.sum(jnp.where(alive, margin, e))
+    return (
+        jnp.where(due, e_new, e),
+        jnp.where(due, n_target, n),
+        jnp.where(due, free_new, free_cash),
+        due & bound,
     )
 
 
 def _open_path(
-    model: PathModel, policy: Policy, market: Market, dt: float, dtype: Any, ruin_floor: float
+    model: PathModel, policy: Policy, market: Market, venue: _Venue, dt: float, dtype: Any, ruin_floor: float
 ) -> _Carry:
     """State of one path after the opening trade at t = 0."""
     n_assets = model.n_assets
@@ -276,13 +583,22 @@ def _open_path(
     vol, mu = model.current_vol(model_state, dt), model.mean_return()
     policy_state = policy.init(n_assets, dtype, vol, mu)
     one = jnp.ones((), dtype)
+    zero = jnp.zeros((), dtype)
     target = policy.target(policy_state, jnp.zeros((), jnp.int32), one, vol, mu)
     n0 = jnp.broadcast_to(target, (n_assets,)).astype(dtype)
+    basis = None if market.basis is None else jnp.broadcast_to(market.basis.init, (n_assets,)).astype(dtype)
+    funding = None if not market.funding_stochastic else venue.funding.init.astype(dtype)
+    mark = jnp.ones_like(n0) if basis is None else jnp.exp(basis)
+    if market.margin_mode == "isolated":
+        return _open_isolated(n0, model_state, policy_state, market, basis, funding, mark, dtype)
+    n0, bound = _capped_target(n0, one, market.tiers, market)
     w0 = one - trading_cost(n0, market.trading_cost_rate)
-    gross = jnp.sum(jnp.abs(n0))
-    hit = w0 <= maintenance_requirement(gross, market.maintenance_margin)
+    if basis is None:
+        hit = w0 <= market.requirement(n0)
+    else:
+        hit = w0 + jnp.sum(n0 * mark - n0) <= market.requirement(n0 * mark)
+    gross = jnp.sum(jnp.abs(n0 * mark)) if basis is not None else jnp.sum(jnp.abs(n0))
     w0 = jnp.where(hit, jnp.maximum(w0 - market.liquidation_fee * gross, 0.0), w0)
-    zero = jnp.zeros((), dtype)
     return _Carry(
         wealth=w0,
         notional=jnp.where(hit, jnp.zeros_like(n0), n0),
@@ -294,6 +610,95 @@ def _open_path(
         liq=jnp.where(hit, jnp.stack([jnp.log(jnp.maximum(w0, ruin_floor)), w0, 1.0 - w0]), zero),
         model_state=model_state,
         policy_state=policy_state,
+        capped=bound.astype(jnp.int32),
+        basis=basis,
+        funding=funding,
+    )
+
+
+def _open_isolated(
+    n0: Array,
+    model_state: Any,
+    policy_state: Any,
+    market: Market,
+    basis: Any,
+    funding: Any,
+    mark: Array,
+    dtype: Any,
+) -> _Carry:
+    one = jnp.ones((), dtype)
+    margin = market.isolated_margin.astype(dtype)
+    bound = jnp.zeros((), bool)
+    if market.tiers is not None:
+        im = market.tiers.initial_margin(n0)
+        over = im > margin * (1 + 1e-9)
+        n0 = jnp.where(over, n0 * margin / jnp.where(im > 0, im, 1.0), n0)
+        bound = jnp.any(over)
+    e0 = margin - jnp.abs(n0) * market.trading_cost_rate
+    nm = n0 * mark
+    if market.tiers is None:
+        requirement = market.maintenance_margin * jnp.abs(nm)
+    else:
+        k = jnp.sum(jnp.abs(nm)[:, None] > market.tiers.bounds, axis=-1)[:, None]
+        requirement = (
+            jnp.abs(nm) * jnp.take_along_axis(market.tiers.rates, k, -1)[:, 0]
+            - jnp.take_along_axis(market.tiers.amounts, k, -1)[:, 0]
+        )
+    hit = (n0 != 0) & (e0 + (nm - n0) <= requirement)
+    e0 = jnp.where(hit, jnp.maximum(e0 - market.liquidation_fee * jnp.abs(nm), 0.0), e0)
+    free = one - jnp.sum(margin)
+    total = free + jnp.sum(e0)
+    zero = jnp.zeros_like(e0)
+    return _Carry(
+        wealth=e0,
+        notional=jnp.where(hit, zero, n0),
+        alive=~hit,
+        liq_step=jnp.where(jnp.any(hit), 0, -1).astype(jnp.int32),
+        peak=one,
+        max_dd=jnp.maximum(0.0, 1.0 - total).astype(dtype),
+        survival=jnp.where(hit, zero, jnp.ones_like(e0)),
+        liq=jnp.where(hit[:, None], jnp.stack([e0, jnp.broadcast_to(1.0 - total, e0.shape)], -1), 0.0),
+        model_state=model_state,
+        policy_state=policy_state,
+        capped=bound.astype(jnp.int32),
+        basis=basis,
+        funding=funding,
+        free_cash=free,
+    )
+
+
+def _isolated_outcome(final: _Carry, ruin_floor: float) -> tuple[Array, Array, Array, Array, Array]:
+    """(wealth, survival, liq_log_wealth, liq_wealth, liq_drawdown) of isolated accounts at T.
+
+    Account i survives continuous monitoring with probability s_i; given that it was liquidated,
+    its equity at T is taken at its conditional mean L̄_i = Σ_t w_it L_it / (1 − s_i) (the
+    liquidation equity grown at the cash rate, a small, nearly fixed amount). Treating the
+    accounts' crossings as independent given the path (exact for independent assets), a subset
+    S of accounts is liquidated with probability Π_{i∈S} (1 − s_i) Π_{i∉S} s_i and leaves
+    W_T(S) = F_T + Σ_{i∉S} E_{i,T} + Σ_{i∈S} L̄_i; the liquidated branch sums that over S ≠ ∅.
+    """
+    s = final.survival
+    e = final.wealth
+    n_assets = s.shape[0]
+    q = 1.0 - s
+    mean_liq = final.liq[:, 0] / jnp.where(q > 0, q, 1.0)
+    mean_dd = final.liq[:, 1] / jnp.where(q > 0, q, 1.0)
+    subsets = jnp.asarray(
+        [[(m >> i) & 1 for i in range(n_assets)] for m in range(1, 2**n_assets)], dtype=bool
+    )  # (2^n − 1, n)
+    prob = jnp.prod(jnp.where(subsets, q, s), axis=-1)
+    wealth_s = final.free_cash + jnp.sum(jnp.where(subsets, mean_liq, e), axis=-1)
+    dd_s = jnp.maximum(
+        jnp.max(jnp.where(subsets, mean_dd, 0.0), axis=-1),
+        jnp.maximum(final.max_dd, 1.0 - wealth_s / final.peak),
+    )
+    wealth = final.free_cash + jnp.sum(e)
+    return (
+        wealth,
+        jnp.prod(s),
+        jnp.sum(prob * jnp.log(jnp.maximum(wealth_s, ruin_floor))),
+        jnp.sum(prob * wealth_s),
+        jnp.sum(prob * dd_s),
     )
 
 
@@ -309,15 +714,33 @@ def _block_noise(
     return jax.tree.map(lambda a: a.reshape((-1,) + a.shape[2:]), noise)
 
 
+def _venue_noise(key: Array, t: Array, block_ids: Array, n_assets: int, dtype: Any) -> _Venue:
+    """The venue's random numbers of step ``t`` (basis: normal, uniform, normal per asset; funding:
+    one normal), from a stream apart from the path model's, so adding a basis or a stochastic
+    funding rate leaves the price paths unchanged."""
+    base = jax.random.fold_in(key, MARKET_STREAM)
+
+    def one_block(block: Array) -> tuple[Array, Array]:
+        k = jax.random.fold_in(jax.random.fold_in(base, block), t)
+        k1, k2 = jax.random.split(k)
+        z = jax.random.normal(k1, (BLOCK, n_assets, 3), dtype)
+        # The middle column is a uniform for the jump indicator.
+        u = jax.random.uniform(k2, (BLOCK, n_assets), dtype)
+        return z.at[:, :, 1].set(u), jax.random.normal(jax.random.fold_in(k, 1), (BLOCK,), dtype)
+
+    bz, fz = jax.vmap(one_block)(block_ids)
+    return _Venue(basis_z=bz.reshape((-1, n_assets, 3)), funding_z=fz.reshape(-1))
+
+
 def _per_block(path_model: PathModel, n_blocks: int, batched: bool) -> PathModel:
     if not batched:
         return path_model
     return jax.tree.map(lambda a: a.reshape((n_blocks, BLOCK) + a.shape[1:]), path_model)
 
 
-def _path_params(model: PathModel, first_path: Array, n: int, n_draws: int | None) -> PathModel:
+def _path_params(model: Any, first_path: Array, n: int, n_draws: int | None) -> Any:
     """The model of each path: shared, or draw ``p % n_draws`` of a batched model."""
-    if n_draws is None:
+    if n_draws is None or model is None:
         return model
     idx = (first_path + jnp.arange(n)) % n_draws
     return jax.tree.map(lambda a: a[idx], model)
@@ -351,14 +774,24 @@ def simulate_chunk(
     in_model = 0 if batched else None
     block_model = _per_block(path_model, n_blocks, batched)
 
+    venue_params = _path_params(market.funding, first_block * BLOCK, n, market.funding_draws)
+    in_venue = 0 if market.funding_draws is not None else None
     open_all = jax.vmap(
-        lambda m: _open_path(m, policy, market, dt, dtype, ruin_floor), in_axes=(in_model,), axis_size=n
+        lambda m, f: _open_path(m, policy, market, _Venue(funding=f), dt, dtype, ruin_floor),
+        in_axes=(in_model, in_venue),
+        axis_size=n,
     )
-    carry0 = open_all(path_model)
+    carry0 = open_all(path_model, venue_params)
     step_all = jax.vmap(
-        lambda c, z, t, m: _step_path(c, z, t, m, policy, market, steps, dt, ruin_floor),
-        in_axes=(0, 0, None, in_model),
+        lambda c, z, v, t, m: _step_path(c, z, v, t, m, policy, market, steps, dt, ruin_floor),
+        in_axes=(0, 0, _Venue(0, 0, in_venue), None, in_model),
     )
+    n_assets = model.n_assets
+
+    def venue_inputs(t: Array) -> _Venue:
+        if market.basis is None and not market.funding_stochastic:
+            return _Venue(funding=venue_params)
+        return _venue_noise(key, t, block_ids, n_assets, dtype)._replace(funding=venue_params)
 
     def draw(t: Array) -> Any:
         return _block_noise(key, t, block_ids, block_model, batched, dtype)
@@ -373,15 +806,30 @@ def simulate_chunk(
             z, z_next = z, draw(t + 1)
         else:
             z, z_next = given, z
-        new = step_all(carry, z, t, path_model)
+        new = step_all(carry, z, venue_inputs(t), t, path_model)
         rec = None
         if record:
-            lev = jnp.sum(jnp.abs(new.notional), axis=-1) / jnp.maximum(new.wealth, jnp.finfo(dtype).tiny)
-            rec = Trajectory(new.wealth, lev)
+            equity = new.wealth if new.free_cash is None else new.free_cash + jnp.sum(new.wealth, axis=-1)
+            lev = jnp.sum(jnp.abs(new.notional), axis=-1) / jnp.maximum(equity, jnp.finfo(dtype).tiny)
+            rec = Trajectory(equity, lev)
         return (new, z_next), rec
 
     first = draw(jnp.zeros((), jnp.int32)) if noise is None else None
     (final, _), traj = jax.lax.scan(body, (carry0, first), (jnp.arange(steps, dtype=jnp.int32), noise))
+    if market.margin_mode == "isolated":
+        wealth, survival, liq_log, liq_w, liq_dd = jax.vmap(lambda c: _isolated_outcome(c, ruin_floor))(final)
+        outcome = Outcome(
+            wealth=wealth,
+            liquidated=~jnp.all(final.alive, axis=-1),
+            liquidation_step=final.liq_step,
+            max_drawdown=final.max_dd,
+            survival=survival,
+            liq_log_wealth=liq_log,
+            liq_wealth=liq_w,
+            liq_drawdown=liq_dd,
+            capped=final.capped,
+        )
+        return outcome, traj
     outcome = Outcome(
         wealth=final.wealth,
         liquidated=~final.alive,
@@ -391,6 +839,7 @@ def simulate_chunk(
         liq_log_wealth=final.liq[:, 0],
         liq_wealth=final.liq[:, 1],
         liq_drawdown=final.liq[:, 2],
+        capped=final.capped,
     )
     return outcome, traj
 

@@ -93,7 +93,15 @@ class StreamPlan:
 def _dummy_outcome(dtype: Any) -> Outcome:
     f = jax.ShapeDtypeStruct((64,), dtype)
     return Outcome(
-        f, jax.ShapeDtypeStruct((64,), bool), jax.ShapeDtypeStruct((64,), jnp.int32), f, f, f, f, f
+        f,
+        jax.ShapeDtypeStruct((64,), bool),
+        jax.ShapeDtypeStruct((64,), jnp.int32),
+        f,
+        f,
+        f,
+        f,
+        f,
+        jax.ShapeDtypeStruct((64,), jnp.int32),
     )
 
 
