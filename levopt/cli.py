@@ -38,7 +38,7 @@ from levopt.runner import evaluate as run_evaluate
 from levopt.runner import run as run_optimize
 from levopt.sweep import SweepRunner
 from levopt.terminal import evaluate_summary, json_text, run_summary, search_bar
-from levopt.venues.cli import liq_price_command
+from levopt.venues.cli import liq_price_command, tiers_command
 
 app = typer.Typer(
     name="levopt",
@@ -255,6 +255,8 @@ def _write_report(out: Path) -> None:
 app.command("calibrate")(calibrate_command)
 app.command("report")(report_command)
 app.command("liq-price")(liq_price_command)
+# ``levopt data tiers`` lives with the venues: levopt.data sits below levopt.venues and may not import it.
+data_app.command("tiers")(tiers_command)
 app.add_typer(data_app, name="data")
 
 

@@ -2,29 +2,59 @@
 
 Venues are looked up by name in :data:`VENUES`: ``binance_usdm``, ``hyperliquid``, ``bybit_linear``.
 Their tier tables ship as dated CSV files under ``levopt/venues/data/``; :func:`load_brackets`
-reads a user's table and :meth:`Venue.with_brackets` puts it in place.
+reads a user's table and :meth:`Venue.with_brackets` puts it in place. :func:`fetch_brackets`
+downloads a venue's current tiers through ccxt, :func:`write_brackets` saves a table as such a file
+and :func:`update_tiers_cache` does both, keeping the file as a cache (``levopt data tiers``).
 """
 
-from levopt.venues._brackets import COLUMNS, Bracket, BracketTable, load_brackets, parse_brackets
+from levopt.venues._brackets import (
+    COLUMNS,
+    Bracket,
+    BracketTable,
+    format_brackets,
+    load_brackets,
+    parse_brackets,
+    write_brackets,
+)
 from levopt.venues._liquidation import liquidation_price
 from levopt.venues._margin import bracket_for, bracket_index, maintenance_margin, max_leverage
 from levopt.venues._venue import BINANCE_USDM, BYBIT_LINEAR, HYPERLIQUID, VENUES, Venue, get_venue
+from levopt.venues.fetch import (
+    CCXT_IDS,
+    TierCache,
+    ccxt_symbol,
+    fetch_brackets,
+    tiers_cache_dir,
+    tiers_cache_path,
+    update_tiers_cache,
+    venue_symbol,
+)
 
 __all__ = [
     "BINANCE_USDM",
     "BYBIT_LINEAR",
+    "CCXT_IDS",
     "COLUMNS",
     "HYPERLIQUID",
     "VENUES",
     "Bracket",
     "BracketTable",
+    "TierCache",
     "Venue",
     "bracket_for",
     "bracket_index",
+    "ccxt_symbol",
+    "fetch_brackets",
+    "format_brackets",
     "get_venue",
     "liquidation_price",
     "load_brackets",
     "maintenance_margin",
     "max_leverage",
     "parse_brackets",
+    "tiers_cache_dir",
+    "tiers_cache_path",
+    "update_tiers_cache",
+    "venue_symbol",
+    "write_brackets",
 ]

@@ -12,7 +12,8 @@ Calculate Liquidation Price of USDⓈ-M Futures Contracts": "Maintenance Amount 
 maintenance_deduction(n − 1) + notional_position_lower_bound(n) × (rate(n) − rate(n − 1))). Binance
 calls A the maintenance amount ("cum"), Bybit and Hyperliquid the maintenance (margin) deduction.
 
-Tables are read from CSV or YAML with :func:`load_brackets` and validated on construction.
+Tables are read from CSV or YAML with :func:`load_brackets` and validated on construction;
+:func:`write_brackets` writes one as a CSV file that reads back to the same table.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ import numpy as np
 import yaml
 
 from levopt.errors import ConfigError
+from levopt.io import atomic_write_text
 
 COLUMNS = ("floor", "cap", "maintenance_rate", "maintenance_amount", "max_leverage")
 """Columns of a bracket table; ``maintenance_rate`` and ``maintenance_amount`` may be omitted."""
@@ -281,6 +283,75 @@ def parse_brackets(text: str, *, fmt: str, where: str, symbol: str | None = None
         published=meta.get("published", ""),
         path=where,
     )
+
+
+def _csv_number(x: float) -> str:
+    """``x`` as text that ``float()`` reads back to the same float: integers without a fraction,
+    others as Python's shortest round-trip repr, ``inf`` for an open-ended cap."""
+    if math.isinf(x):
+        return "inf" if x > 0 else "-inf"
+    if x.is_integer() and abs(x) < 1e21:
+        return str(int(x))
+    return repr(float(x))
+
+
+def _meta_line(key: str, value: str) -> str:
+    return f"# {key}: {' '.join(str(value).split())}"
+
+
+def format_brackets(
+    table: BracketTable,
+    *,
+    source: str | None = None,
+    published: str | None = None,
+    venue: str | None = None,
+    notes: Sequence[str] = (),
+) -> str:
+    """``table`` as the CSV text :func:`parse_brackets` reads (see :func:`write_brackets`)."""
+    meta = {
+        "venue": venue or "",
+        "symbol": table.symbol,
+        "source": table.source if source is None else source,
+        "published": table.published if published is None else published,
+    }
+    lines = [_meta_line(k, v) for k, v in meta.items() if str(v).strip()]
+    lines += [_meta_line("note", n) for n in notes if str(n).strip()]
+    lines.append(",".join(COLUMNS))
+    lines += [",".join(_csv_number(getattr(b, c)) for c in COLUMNS) for b in table.brackets]
+    return "\n".join(lines) + "\n"
+
+
+def write_brackets(
+    table: BracketTable,
+    path: str | Path,
+    *,
+    source: str | None = None,
+    published: str | None = None,
+    venue: str | None = None,
+    notes: Sequence[str] = (),
+) -> Path:
+    """Write ``table`` as a dated CSV file that :func:`load_brackets` reads back to the same tiers.
+
+    Every column of :data:`COLUMNS` is written, the maintenance amounts included (so the file says
+    the figures in force rather than leaving them to be derived), each number as the shortest text
+    that reads back to the same float. Metadata go on ``#`` lines before the header, as in the
+    shipped tables under ``levopt/venues/data/``: ``# venue:``, ``# symbol:``, ``# source:``,
+    ``# published:`` and any ``# note:`` lines, each on one line. The file is written atomically
+    (a temporary file and a rename), so a reader never sees half a table.
+
+    Args:
+        table: the tiers to write.
+        path: the ``.csv`` file; its directory is created when missing.
+        source: where the figures come from (default: ``table.source``).
+        published: when they were published or fetched (default: ``table.published``).
+        venue: the venue name for the ``# venue:`` line (left out when not given).
+        notes: free-text lines, written as ``# note:`` comments.
+
+    Returns:
+        ``path``, as a :class:`~pathlib.Path`.
+    """
+    text = format_brackets(table, source=source, published=published, venue=venue, notes=notes)
+    return atomic_write_text(path, text)
 
 
 def load_brackets(path: str | Path, *, symbol: str | None = None) -> BracketTable:

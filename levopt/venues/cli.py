@@ -1,8 +1,10 @@
-"""``levopt liq-price``: the liquidation price of one position, printed on stdout."""
+"""``levopt liq-price``: the liquidation price of one position, printed on stdout; ``levopt data tiers``:
+a venue's current tier table, downloaded through ccxt into a cached CSV file."""
 
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
@@ -11,7 +13,9 @@ import yaml
 
 from levopt.errors import ConfigError
 from levopt.io import read_text
-from levopt.venues import VENUES, liquidation_price
+from levopt.outputs import check_target
+from levopt.venues import VENUES, BracketTable, liquidation_price
+from levopt.venues.fetch import CCXT_IDS, tiers_cache_path, update_tiers_cache
 
 
 def _load_positions(path: Path) -> list[dict[str, Any]]:
@@ -126,3 +130,89 @@ def liq_price_command(
     if price == 0.0:
         typer.echo("the position cannot be liquidated at any positive price", err=True)
     typer.echo(f"{price:.12g}")
+
+
+_TIERS_FLAGS = {"venue": "--venue", "symbol": "--symbol", "out": "--out", "max_age_hours": "--max-age"}
+_SHOWN_TIERS = 6
+
+
+def _amount_text(x: float) -> str:
+    if math.isinf(x):
+        return "inf"
+    return f"{x:,.0f}" if x.is_integer() else f"{x:,.6g}"
+
+
+def _tier_lines(table: BracketTable, limit: int = _SHOWN_TIERS) -> list[str]:
+    """The first ``limit`` tiers as aligned text columns (notional, maintenance rate and amount, leverage)."""
+    head = ("tier", "floor", "cap", "MMR", "amount", "max lev")
+    rows = [
+        (
+            str(i),
+            _amount_text(b.floor),
+            _amount_text(b.cap),
+            f"{b.maintenance_rate * 100:.4g}%",
+            _amount_text(b.maintenance_amount),
+            f"{b.max_leverage:g}x",
+        )
+        for i, b in enumerate(table.brackets[:limit], start=1)
+    ]
+    widths = [max(len(r[c]) for r in (head, *rows)) for c in range(len(head))]
+    lines = [
+        "  " + "  ".join(cell.rjust(w) for cell, w in zip(r, widths, strict=True)) for r in (head, *rows)
+    ]
+    if len(table) > limit:
+        lines.append(f"  ... {len(table) - limit} more in the file")
+    return lines
+
+
+def tiers_command(
+    venue: Annotated[
+        str,
+        typer.Option("--venue", help=f"{', '.join(CCXT_IDS)}, or a ccxt exchange id.", show_default=False),
+    ],
+    symbol: Annotated[
+        str,
+        typer.Option(
+            "--symbol",
+            help="The venue's symbol (BTCUSDT; BTC on Hyperliquid) or ccxt's (BTC/USDT:USDT).",
+            show_default=False,
+        ),
+    ],
+    out: Annotated[
+        Optional[Path],  # noqa: UP045 - typer needs Optional here
+        typer.Option("--out", help="CSV file (default: ~/.cache/levopt/tiers/<venue>_<symbol>.csv)."),
+    ] = None,
+    max_age: Annotated[
+        float,
+        typer.Option("--max-age", min=0.0, help="Hours a saved table stays current (0: always download)."),
+    ] = 24.0,
+    force: Annotated[
+        bool, typer.Option("--force", help="Download even when the saved table is current.")
+    ] = False,
+) -> None:
+    """Download a venue's current leverage and margin tiers through ccxt into a dated CSV file (cached).
+
+    The file reads back with levopt.venues.load_brackets; its path is printed on stdout.
+    """
+    try:
+        target = out if out is not None else tiers_cache_path(venue, symbol)
+        check_target(target, "--out", "file")
+        result = update_tiers_cache(venue, symbol, out=target, max_age_hours=max_age, force=force)
+    except ConfigError as exc:
+        # The Python API names its arguments; the command line names its flags.
+        if exc.field in _TIERS_FLAGS:
+            message = str(exc).removeprefix(f"{exc.field}: ").replace("force a download", "pass --force")
+            raise ConfigError(_TIERS_FLAGS[exc.field], message) from None
+        raise
+    table = result.table
+    what = f"{len(table)} tiers of {table.symbol or symbol} on {venue}"
+    if result.fetched:
+        typer.echo(f"fetched {what} ({table.source}); saved {result.path}", err=True)
+    else:
+        typer.echo(
+            f"cached: {what}, saved {result.age_hours:.1f} h ago (--max-age {max_age:g} h; --force downloads again)",
+            err=True,
+        )
+    for line in _tier_lines(table):
+        typer.echo(line, err=True)
+    typer.echo(str(result.path))
