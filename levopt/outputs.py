@@ -32,6 +32,7 @@ RECORDS: dict[str, tuple[str, str]] = {
     "results.json": ("run", "config"),
     "sweep.json": ("sweep", "config"),
     "posterior.json": ("calibration", "request"),
+    "funding_calibration.json": ("calibration", "request"),
 }
 """The files that say what a run directory holds: file -> (kind, key of its identity)."""
 

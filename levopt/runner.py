@@ -9,7 +9,7 @@ from typing import Any
 import jax
 import numpy as np
 
-from levopt.calibrate import model_from_calibration
+from levopt.calibrate import funding_from_calibration, model_from_calibration
 from levopt.config import Config, config_dir, load_config, parse_objective
 from levopt.engine.simulate import simulate_returns_jit
 from levopt.estimate import estimate
@@ -43,10 +43,18 @@ def build(config: ConfigSource, *, base_dir: str | Path | None = None) -> Proble
     """
     cfg = load_config(config)
     base = config_dir(config, base_dir)
+    funding_draws, calibration = None, None
+    funding = cfg.market.funding
+    if funding is not None and funding.calibrate is not None:
+        funding_draws, funding_summary = funding_from_calibration(cfg, base)
+        calibration = {"funding": funding_summary}
     if "calibrate" in cfg.model:
-        model, n_draws, calibration = model_from_calibration(cfg, dtype_of(cfg), base)
-        return build_problem(cfg, base, model=model, n_draws=n_draws, calibration=calibration)
-    return build_problem(cfg, base)
+        model, n_draws, model_calibration = model_from_calibration(cfg, dtype_of(cfg), base)
+        calibration = model_calibration | (calibration or {})
+        return build_problem(
+            cfg, base, model=model, n_draws=n_draws, calibration=calibration, funding_draws=funding_draws
+        )
+    return build_problem(cfg, base, calibration=calibration, funding_draws=funding_draws)
 
 
 def _check_memory(config: ConfigSource, base_dir: str | Path | None) -> None:

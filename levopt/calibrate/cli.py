@@ -1,5 +1,6 @@
 """``levopt calibrate``: fit a path model to price history and write the posterior, its draws and a
-posterior predictive check.
+posterior predictive check; or, with ``--model funding``, fit the AR(1) funding-rate model to a
+funding history (:mod:`levopt.calibrate.funding`) and write ``funding_calibration.json``.
 """
 
 from __future__ import annotations
@@ -10,16 +11,19 @@ from pathlib import Path
 from typing import Annotated, Any, Optional
 
 import jax
+import pandas as pd
 import typer
 from rich.console import Console
 from rich.table import Table
 
 from levopt.calibrate.fit import calibrate
+from levopt.calibrate.funding import DISTS as FUNDING_DISTS
+from levopt.calibrate.funding import FundingFit, fit_funding, read_funding
 from levopt.calibrate.posterior import calibrate_config, calibration_key
 from levopt.calibrate.ppc import posterior_predictive_check
 from levopt.config import config_dir, load_config
 from levopt.config.limits import MAX_INDEX, MAX_SEED
-from levopt.data.load import load_prices
+from levopt.data.load import infer_frequency, load_prices
 from levopt.errors import ConfigError, ResourceError
 from levopt.io import atomic_write_bytes, write_json
 from levopt.outputs import claim_run_dir
@@ -39,14 +43,18 @@ def calibrate_command(
     data: Annotated[
         Optional[Path],  # noqa: UP045
         typer.Option(
-            "--data", help="Price file (CSV, JSON or Parquet) to calibrate to, instead of a config."
+            "--data",
+            help="Price file (CSV, JSON or Parquet; a funding file with --model funding) to calibrate to, "
+            "instead of a config.",
         ),
     ] = None,
     model: Annotated[
-        Optional[str], typer.Option("--model", help="gbm | merton | garch (default garch)")  # noqa: UP045
+        Optional[str],  # noqa: UP045
+        typer.Option("--model", help="gbm | merton | garch | funding (default garch)"),
     ] = None,
     dist: Annotated[
-        Optional[str], typer.Option("--dist", help="garch shocks: normal | t (default normal)")  # noqa: UP045
+        Optional[str],  # noqa: UP045
+        typer.Option("--dist", help="garch shocks: normal | t; funding: normal | student_t (default normal)"),
     ] = None,
     gjr: Annotated[bool, typer.Option("--gjr", help="garch: add the GJR asymmetry term.")] = False,
     steps_per_day: Annotated[
@@ -56,7 +64,8 @@ def calibrate_command(
         Optional[str], typer.Option("--frequency", help="Resample prices first: 1d, 4h, ...")  # noqa: UP045
     ] = None,
     column: Annotated[
-        Optional[str], typer.Option("--column", help="Close price column (default: detected).")  # noqa: UP045
+        Optional[str],  # noqa: UP045
+        typer.Option("--column", help="Close price column, or funding-rate column (default: detected)."),
     ] = None,
     timestamp_column: Annotated[
         Optional[str],  # noqa: UP045
@@ -94,7 +103,8 @@ def calibrate_command(
         typer.Option("--force", help="Overwrite --out even when it holds another calibration or run."),
     ] = False,
 ) -> None:
-    """Calibrate a path model by NUTS; write posterior.json, draws.parquet and ppc.json to --out."""
+    """Calibrate a path model by NUTS; write posterior.json, draws.parquet and ppc.json to --out
+    (--model funding: the AR(1) funding-rate model, to funding_calibration.json)."""
     if (config is None) == (data is None):
         raise ConfigError("calibrate", "give either a CONFIG file or --data FILE (not both)")
     if not (math.isfinite(steps_per_day) and steps_per_day > 0):
@@ -104,6 +114,17 @@ def calibrate_command(
             model=model, dist=dist, frequency=frequency, column=column, timestamp_column=timestamp_column
         )
         result, key, request = _from_config(config, warmup, samples, chains, seed, out, force, ppc_paths)
+    elif model == "funding":
+        _reject_funding_options(
+            gjr=gjr,
+            steps_per_day=steps_per_day,
+            frequency=frequency,
+            timestamp_column=timestamp_column,
+            keep_last=keep_last,
+        )
+        settings = {"warmup": warmup, "samples": samples, "chains": chains, "seed": seed}
+        _calibrate_funding(data, dist, column, settings, ppc_paths, out, force)
+        return
     else:
         result, key, request = _from_data(
             data,
@@ -158,7 +179,7 @@ def _from_data(
 ) -> Any:
     kind = model or _DEFAULTS["model"]
     if kind not in ("gbm", "merton", "garch"):
-        raise ConfigError("--model", f"unknown model {kind!r}; allowed: gbm, merton, garch")
+        raise ConfigError("--model", f"unknown model {kind!r}; allowed: gbm, merton, garch, funding")
     dist_ = dist or _DEFAULTS["dist"]
     if dist_ not in ("normal", "t"):
         raise ConfigError("--dist", f"unknown shock distribution {dist_!r}; allowed: normal, t")
@@ -289,4 +310,90 @@ def _print_summary(result: Any, out: Path) -> None:
     d = result.summary["diagnostics"]
     console.print(
         f"divergences: {d['divergences']}; sampler {result.seconds:.1f} s; wrote {out}/", highlight=False
+    )
+
+
+def _reject_funding_options(**options: Any) -> None:
+    """Options of the price models that a funding calibration has no use for."""
+    unused = {
+        "gjr": False,
+        "steps_per_day": 1,
+        "frequency": None,
+        "timestamp_column": None,
+        "keep_last": False,
+    }
+    for name, value in options.items():
+        if value != unused[name]:
+            raise ConfigError("--" + name.replace("_", "-"), "does not apply to --model funding; drop it")
+
+
+def _calibrate_funding(
+    data: Path,
+    dist: str | None,
+    column: str | None,
+    settings: dict[str, int | None],
+    ppc_paths: int,
+    out: Path,
+    force: bool,
+) -> None:
+    """``--model funding``: NUTS on the AR(1) funding model; writes ``funding_calibration.json``."""
+    dist_ = dist or _DEFAULTS["dist"]
+    if dist_ not in FUNDING_DISTS:
+        raise ConfigError(
+            "--dist", f"unknown funding shock distribution {dist_!r}; allowed: {', '.join(FUNDING_DISTS)}"
+        )
+    request = {
+        "data": str(Path(data).expanduser().absolute()),
+        "model": "funding",
+        "dist": dist_,
+        "column": column,
+        "ppc_paths": ppc_paths,
+    } | {k: _DEFAULTS[k] if v is None else v for k, v in settings.items()}
+    # Before anything runs: --out can take the results, and the data are readable.
+    claim_run_dir(out, "--out", kind="calibration", identity=request, force=force)
+    rates = read_funding(data, column, field="--column")
+    # The interval comes from the time stamps; a file without them is taken to be 8-hourly (Binance).
+    timed = isinstance(rates.index, pd.DatetimeIndex)
+    hours = infer_frequency(rates.index).total_seconds() / 3600 if timed else 8.0
+    _check_ppc_memory(ppc_paths, len(rates))
+    fit = fit_funding(
+        rates,
+        interval_hours=hours,
+        dist=dist_,
+        num_warmup=request["warmup"],
+        num_samples=request["samples"],
+        num_chains=request["chains"],
+        seed=request["seed"],
+        ppc_draws=ppc_paths,
+        source=request["data"],
+    )
+    write_json(out / "funding_calibration.json", fit.to_dict() | {"request": request})
+    _print_funding_summary(fit, out)
+
+
+def _print_funding_summary(fit: FundingFit, out: Path) -> None:
+    title = f"funding AR(1) posterior, {fit.dist} shocks ({fit.n_obs} rates, every {fit.interval_hours:g} h)"
+    table = Table(title=title)
+    for col in ("parameter", "mean", "sd", "5%", "95%", "r_hat", "ess"):
+        table.add_column(col, justify="left" if col == "parameter" else "right", no_wrap=True)
+    fmt = lambda v: "" if v is None else f"{v:.4g}"  # noqa: E731
+    for name, s in fit.summary.items():
+        r_hat = "" if s["r_hat"] is None else f"{s['r_hat']:.3f}"
+        table.add_row(name, fmt(s["mean"]), fmt(s["sd"]), fmt(s["q05"]), fmt(s["q95"]), r_hat, fmt(s["ess"]))
+    console = Console(stderr=True)
+    console.print(table)
+    derived = fit.derived()
+    a, sd = derived["annualized_mean"], derived["stationary_sd"]
+    console.print(
+        f"annualized mean {a['mean']:.2%} a year (90%: {a['q05']:.2%} to {a['q95']:.2%}); "
+        f"stationary sd {sd['mean']:.3g} per interval",
+        highlight=False,
+    )
+    if fit.ppc:
+        p_values = ", ".join(f"{k} {v['p_value']:.2f}" for k, v in fit.ppc.items())
+        console.print(f"predictive p-values, P(simulated >= data): {p_values}", highlight=False)
+    d = fit.diagnostics
+    console.print(
+        f"divergences: {d['divergences']}; sampler {d['seconds']:.1f} s; wrote {out}/funding_calibration.json",
+        highlight=False,
     )

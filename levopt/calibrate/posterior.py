@@ -7,8 +7,10 @@ from pathlib import Path
 from typing import Any
 
 import jax
+import numpy as np
 
 from levopt.calibrate.fit import CalibrationResult, calibrate
+from levopt.calibrate.funding import fit_funding, read_funding
 from levopt.config import CalibratedModelConfig, Config, check_model_section, resolve_path
 from levopt.data.load import load_prices
 from levopt.paths import PathModel
@@ -85,3 +87,38 @@ def model_from_calibration(
     summary["uncertainty"] = spec.uncertainty
     n_draws = result.n_draws if spec.uncertainty == "posterior" else None
     return model, n_draws, summary
+
+
+def funding_from_calibration(
+    cfg: Config, base_dir: str | Path = "."
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Calibrate ``market.funding`` (kind ar1 with a ``calibrate`` block) to its funding file.
+
+    Returns the posterior draws the engine simulates with (``mean``, ``phi``, ``vol`` per
+    interval, ``draws`` of them evenly spaced through the chains; path p uses draw p % draws) and
+    the calibration summary. Student-t innovations are simulated as normal ones of the same
+    standard deviation, vol·sqrt(df / (df − 2)).
+    """
+    spec = cfg.market.funding
+    c = spec.calibrate  # type: ignore[union-attr]
+    path = Path(os.path.normpath(resolve_path(base_dir, c.data)))
+    rates = read_funding(path, c.column, field="market.funding.calibrate.column")
+    fit = fit_funding(
+        rates,
+        interval_hours=cfg.market.interval_hours() or 8.0,
+        dist=c.dist,
+        num_warmup=c.warmup,
+        num_samples=c.samples,
+        num_chains=c.chains,
+        seed=cfg.seed,
+        source=str(path),
+    )
+    n = fit.draws["mean"].size
+    pick = np.linspace(0, n - 1, min(c.draws, n)).round().astype(int)
+    draws = {k: np.asarray(fit.draws[k])[pick] for k in ("mean", "phi", "vol")}
+    if "df" in fit.draws:
+        df = np.asarray(fit.draws["df"])[pick]
+        draws["vol"] = draws["vol"] * np.sqrt(df / (df - 2.0))
+    summary = fit.to_dict()
+    summary.pop("draws", None)
+    return draws, summary

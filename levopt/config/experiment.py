@@ -109,8 +109,11 @@ class Config(StrictModel):
         )
 
     def metric_refs(self) -> list[MetricRef]:
-        """The ``metrics`` entries (default: :data:`~levopt.objectives.DEFAULT_METRICS`)."""
+        """The ``metrics`` entries (default: :data:`~levopt.objectives.DEFAULT_METRICS`, and with a
+        venue ``leverage_capped``, how often the venue's maximum leverage capped the policy)."""
         entries = self.metrics if self.metrics is not None else list(DEFAULT_METRICS)
+        if self.metrics is None and self.market.venue is not None:
+            entries.append("leverage_capped")
         return [MetricRef(metric=e) if isinstance(e, str) else e for e in entries]
 
     def metric_specs(self) -> MetricSpecs:

@@ -6,6 +6,7 @@ from levopt.engine.simulate import (
     Outcome,
     Trajectory,
     draw_noise,
+    liquidation_level,
     simulate_chunk,
     simulate_outcome,
     simulate_outcome_jit,
@@ -15,6 +16,7 @@ from levopt.engine.simulate import (
 __all__ = [
     "BLOCK",
     "draw_noise",
+    "liquidation_level",
     "Market",
     "MarketConfig",
     "Outcome",

@@ -491,14 +491,14 @@ def _funding_process(
             vol=jnp.asarray(draws["vol"], dtype),
             corr=jnp.full((n,), f.corr, dtype),
             cap=jnp.full((n,), cap, dtype),
-            init=jnp.asarray(np.full(n, f.init) if f.init is not None else mean, dtype),
+            init=jnp.asarray(np.clip(np.full(n, f.init) if f.init is not None else mean, -cap, cap), dtype),
         )
         return proc, True, n
     if f.mean is None:
         raise ConfigError(
             "market.funding.calibrate", "the calibration's draws were not supplied (use levopt.build)"
         )
-    init = f.init if f.init is not None else f.mean
+    init = float(np.clip(f.init if f.init is not None else f.mean, -cap, cap))
     params = dict(mean=f.mean, phi=f.phi, vol=f.vol, corr=f.corr, cap=cap, init=init)
     return FundingProcess(**{k: jnp.asarray(v, dtype) for k, v in params.items()}), True, None
 

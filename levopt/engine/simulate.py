@@ -142,8 +142,11 @@ def _crossing_probability(x: Array, barrier: Array, var: Array, downward: Array)
     return jnp.where(crossed, 1.0, jnp.exp(jnp.where(crossed, 0.0, exponent)))
 
 
-def _single_level(n: Array, w: Array, carry_cost: Array, market: Market, tiers: Any) -> tuple[Array, Array]:
-    """Price ratio u at which one position's equity meets its maintenance, and that equity.
+def liquidation_level(
+    n: Array, w: Array, carry_cost: Array, market: Market, tiers: Any
+) -> tuple[Array, Array]:
+    """Price ratio u at which one position's equity meets its maintenance, and the equity left
+    there after the liquidation fee (``tiers``: the asset's (rates, amounts, bounds), or None).
 
     Equity w + c + n (u − 1) against |n| u MMR_k − A_k: for a long u = (n − w − c − A_k) / (n (1 − MMR_k)),
     for a short the same with 1 + MMR_k. With tiers, every tier's solution is formed and the one
@@ -165,8 +168,8 @@ def _single_level(n: Array, w: Array, carry_cost: Array, market: Market, tiers: 
     inside = (at > lower) & (at <= upper)
     k = jnp.where(jnp.any(inside), jnp.argmax(inside), jnp.sum(jnp.abs(n) > bounds))
     level = levels[k]
-    equity_at_level = jnp.abs(n) * level * rates[k] - amounts[k]
-    return level, jnp.maximum(equity_at_level, 0.0) - market.liquidation_fee * jnp.abs(n) * level
+    # Written as the flat case's (mm − lf) |n| u, less the amount, so that one tier is that case.
+    return level, (rates[k] - market.liquidation_fee) * jnp.abs(n) * level - amounts[k]
 
 
 def _asset_tiers(market: Market, i: int | Array) -> Any:
@@ -195,7 +198,7 @@ def _bridge(
     gross = jnp.sum(jnp.abs(n))
     if n.shape[0] == 1:
         # One asset: the liquidation level is an exact log-price barrier.
-        level, w_at_level = _single_level(n[0], w, carry_cost, market, _asset_tiers(market, 0))
+        level, w_at_level = liquidation_level(n[0], w, carry_cost, market, _asset_tiers(market, 0))
         has_barrier = alive & (gross > 0) & (level > 0)
         barrier = jnp.log(jnp.where(level > 0, level, 1.0))
         p_bridge = _crossing_probability(x[0], barrier, var[0], n[0] > 0)
@@ -476,7 +479,7 @@ def _step_isolated(
     hit = alive & (n != 0) & (e_mark <= requirement)
 
     def level(ni: Array, ei: Array, ci: Array, tiers: Any) -> tuple[Array, Array]:
-        return _single_level(ni, ei, ci, market, tiers)
+        return liquidation_level(ni, ei, ci, market, tiers)
 
     if rates_amounts is None:
         levels, w_at_level = jax.vmap(lambda ni, ei, ci: level(ni, ei, ci, None))(

@@ -107,6 +107,19 @@ def liquidation_probability_discrete(o: Outcome, ctx: Context) -> Array:
 
 
 @objective(
+    "leverage_capped",
+    higher_is_better=False,
+    description="share of paths whose trades the venue's maximum leverage scaled down",
+    unit="pct",
+    aggregate="mean",
+    not_convex="the venue's leverage cap binds on simulated paths; use optimizer.method: optax",
+)
+def leverage_capped(o: Outcome, ctx: Context) -> Array:
+    """Fraction of paths where the tier's maximum leverage capped the policy at least once."""
+    return (o.capped > 0).astype(o.wealth.dtype)
+
+
+@objective(
     "max_drawdown",
     higher_is_better=False,
     description="expected maximum drawdown of equity",
