@@ -129,13 +129,26 @@ def _nuts_chains(
     warmup adaptation and sampling are traced once per model structure and data length, so
     repeated calibrations (other data, seeds or fixed values) reuse the compiled program.
     """
+    model = model_function(kind, dist, gjr)
+    args = (returns, dt, scale, dict(zip(fixed_names, fixed_values, strict=True)))
+    return nuts_scan(
+        key, model, args, warmup=warmup, samples=samples, chains=chains, target_accept=target_accept
+    )
+
+
+def nuts_scan(
+    key: jax.Array, model: Any, args: tuple, *, warmup: int, samples: int, chains: int, target_accept: float
+) -> tuple[dict[str, jax.Array], jax.Array, jax.Array]:
+    """NUTS chains of a numpyro ``model(*args)`` traced as one program (call it inside ``jit``).
+
+    Each chain starts at the median of 15 prior draws, adapts for ``warmup`` transitions and keeps
+    ``samples``; chains run one after another (``lax.map``). Returns the constrained draws
+    ``(chains, samples)`` per site, the divergence flags and the tree sizes.
+    """
     # numpyro is imported when a calibration runs: `import levopt` does without its ~0.5 s import.
     from numpyro.infer import init_to_median
     from numpyro.infer.hmc import hmc
     from numpyro.infer.util import initialize_model
-
-    model = model_function(kind, dist, gjr)
-    args = (returns, dt, scale, dict(zip(fixed_names, fixed_values, strict=True)))
 
     def one_chain(chain_key: jax.Array):
         k_init, k_run = jax.random.split(chain_key)

@@ -53,7 +53,7 @@ import jax.numpy as jnp
 import numpy as np
 import pandas as pd
 
-from levopt.calibrate.fit import check_diagnostics, summarize_draws
+from levopt.calibrate.fit import check_diagnostics, nuts_scan, summarize_draws
 from levopt.data.load import infer_frequency, load_funding, order_rows, parse_timestamps, read_frame
 from levopt.errors import ConfigError, DataError, SolverError
 from levopt.io import dumps_json
@@ -292,42 +292,11 @@ def _nuts_chains(
     """All chains as one compiled program, as :func:`levopt.calibrate.fit.run_nuts` does for the
     price models: numpyro's functional NUTS driven by ``lax.scan``, chains one after another,
     each started at the median of 15 prior draws; compiled once per data length and settings."""
-    # numpyro is imported when a calibration runs: `import levopt` does without its ~0.5 s import.
-    from numpyro.infer import init_to_median
-    from numpyro.infer.hmc import hmc
-    from numpyro.infer.util import initialize_model
-
     model = functools.partial(_ar1_model, dist=dist)
-    args = (y, vol_scale)
-
-    def one_chain(chain_key: jax.Array):
-        k_init, k_run = jax.random.split(chain_key)
-        info = initialize_model(
-            k_init,
-            model,
-            model_args=args,
-            init_strategy=init_to_median(num_samples=15),
-            dynamic_args=True,
-            validate_grad=False,
-        )
-        init_kernel, sample_kernel = hmc(potential_fn_gen=info.potential_fn, algo="NUTS")
-        state = init_kernel(
-            info.param_info,
-            num_warmup=warmup,
-            target_accept_prob=target_accept,
-            model_args=args,
-            rng_key=k_run,
-        )
-
-        def step(s, _):
-            s = sample_kernel(s, model_args=args)
-            return s, (s.z, s.diverging)
-
-        _, (z, diverging) = jax.lax.scan(step, state, None, length=warmup + samples)
-        z = jax.tree.map(lambda a: a[warmup:], z)
-        return jax.vmap(info.postprocess_fn(*args))(z), diverging[warmup:]
-
-    return jax.lax.map(one_chain, jax.random.split(key, chains))
+    draws, diverging, _ = nuts_scan(
+        key, model, (y, vol_scale), warmup=warmup, samples=samples, chains=chains, target_accept=target_accept
+    )
+    return draws, diverging
 
 
 def _standardize(f: np.ndarray) -> tuple[np.ndarray, float, float]:
