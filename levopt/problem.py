@@ -126,6 +126,11 @@ def build_problem(
         funding_draws=funding_draws,
     )
     check_opening(cfg, policy, market)
+    if market.tiers is not None and market.isolated_margin is None and "weights" in free:
+        # Both optimizers search within the tiers' maximum leverage (exact for one asset).
+        cap = market.tiers.max_weights()
+        b = free["weights"]
+        free = {**free, "weights": Bounds(np.clip(b.lower, -cap, cap), np.clip(b.upper, -cap, cap))}
     return Problem(cfg, model, policy, free, market, dtype, n_draws, calibration)
 
 

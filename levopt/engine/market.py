@@ -293,6 +293,21 @@ class Tiers(eqx.Module):
         rate, amount = self.at(notional)
         return jnp.sum(jnp.abs(notional) * rate - amount)
 
+    def max_weights(self) -> np.ndarray:
+        """Per asset the largest |N_i| (per unit of equity) the tiers allow a position on its own:
+        max over tiers k of min(cap_k, max leverage_k) where that exceeds floor_k.
+
+        The allowed notionals form one interval from 0 (a tier cut short by its leverage limit
+        leaves the next, lower-leverage tiers empty), so this is the bound of a single position.
+        """
+        bounds = np.asarray(self.bounds, float)
+        lev = np.asarray(self.max_leverage, float)
+        n, k = lev.shape
+        lower = np.concatenate([np.zeros((n, 1)), bounds], axis=1)
+        upper = np.concatenate([bounds, np.full((n, 1), np.inf)], axis=1)
+        hi = np.minimum(upper, lev)
+        return np.max(np.where(hi > lower, hi, 0.0), axis=1)
+
     def initial_margin(self, notional: Array) -> Array:
         """Per position |N_i| / (maximum leverage of its tier)."""
         k = self.tier(notional)[:, None]

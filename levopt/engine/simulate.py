@@ -118,6 +118,8 @@ class _Carry(NamedTuple):
     basis: Any = None
     funding: Any = None
     free_cash: Any = None
+    # Isolated accounts' cumulative P&L (fees and liquidations included, margin transfers not).
+    pnl: Any = None
 
 
 class _Venue(NamedTuple):
@@ -340,6 +342,45 @@ def _next_funding(carry: _Carry, venue: _Venue, x: Array, vol: Array, market: Ma
     return venue.funding.step(carry.funding, z_return, venue.funding_z, r)
 
 
+def _carry_cost(cash: Array, net: Array, t: Array, market: Market, venue: _Venue, f: Any, dt: float) -> Array:
+    """Interest on ``cash`` and funding on the ``net`` notional over the step (elementwise)."""
+    interest = financing(cash, jnp.expm1(market.cash_rate * dt), jnp.expm1(market.borrow_rate * dt))
+    return interest + _funding_cost(net, market.funding_rate, t, dt, market, venue, f)
+
+
+def _on_mark(
+    market: Market, m0: Array, m1: Array, w: Array, n: Array, w_end: Array, n_end: Array, total: Any
+):
+    """Equity and notional on the mark price, at the start and end of the step; ``total`` sums the
+    positions of one account (cross) or leaves them apart (isolated accounts)."""
+    if market.basis is None:
+        return w, n, w_end, n_end
+    n_mark0, n_mark_end = n * m0, n_end * m1
+    return w + total(n_mark0 - n), n_mark0, w_end + total(n_mark_end - n_end), n_mark_end
+
+
+def _liquidation_equity(
+    market: Market, gap: Array, w_mark: Array, gross_end: Array, w_at_level: Array
+) -> Array:
+    """Equity after a liquidation: at the maintenance level for continuous moves, post-gap for jumps."""
+    w_gap = jnp.maximum(w_mark - market.liquidation_fee * gross_end, 0.0)
+    return jnp.where(gap, jnp.minimum(w_gap, w_at_level), w_at_level)
+
+
+def _advance(
+    carry: _Carry, venue: _Venue, x: Array, vol: Array, market: Market, dt: float, total: Array, **fields: Any
+) -> _Carry:
+    """The next carry: ``fields`` replaced, drawdown updated on the wallet's ``total`` equity, and
+    the funding rate moved on."""
+    peak = jnp.maximum(carry.peak, total)
+    return carry._replace(
+        peak=peak,
+        max_dd=jnp.maximum(carry.max_dd, 1.0 - total / peak),
+        funding=_next_funding(carry, venue, x, vol, market, dt),
+        **fields,
+    )
+
+
 def _step_path(
     carry: _Carry,
     noise: Any,
@@ -358,42 +399,26 @@ def _step_path(
     model_state, out = model.step(carry.model_state, noise, dt)
     x, vol = out.log_return, out.vol
     w, n = carry.wealth, carry.notional
-    lf = market.liquidation_fee
 
-    # Financing on the start-of-step balances; exact compounding within the step.
-    cash = w - jnp.sum(n)
-    carry_cost = financing(cash, jnp.expm1(market.cash_rate * dt), jnp.expm1(market.borrow_rate * dt))
-    carry_cost = carry_cost + _funding_cost(
-        jnp.sum(n), market.funding_rate, t, dt, market, venue, carry.funding
-    )
+    # Financing and funding on the start-of-step balances; exact compounding within the step.
+    carry_cost = _carry_cost(w - jnp.sum(n), jnp.sum(n), t, market, venue, carry.funding, dt)
     n_end = n * jnp.exp(x)
     w_end = w + jnp.sum(n_end - n) + carry_cost
 
-    # Liquidation is checked on the mark price = traded price × e^basis.
+    # Liquidation is checked, and bridged, on the mark price = traded price × e^basis.
     basis, m0, m1, x_mark, var_mark, gap = _venue_moves(carry, venue, x, vol, out.gap, market, dt)
-    if market.basis is None:
-        w_mark, n_mark_end, n_mark0, w_mark0 = w_end, n_end, n, w
-    else:
-        n_mark_end, n_mark0 = n_end * m1, n * m0
-        w_mark = w_end + jnp.sum(n_mark_end - n_end)
-        w_mark0 = w + jnp.sum(n_mark0 - n)
-    gross_end = jnp.sum(jnp.abs(n_mark_end))
+    w_mark0, n_mark0, w_mark, n_mark_end = _on_mark(market, m0, m1, w, n, w_end, n_end, jnp.sum)
     hit = carry.alive & (w_mark <= market.requirement(n_mark_end))
     p_bridge, has_barrier, w_at_level = _bridge(
         carry.alive, x_mark, var_mark, n_mark0, w_mark0, carry_cost, market, model
     )
     p = jnp.where(hit, 1.0, jnp.where(has_barrier, p_bridge, 0.0))
-
-    # Equity after liquidation: at the maintenance level for continuous moves, post-gap for jumps.
-    w_gap = jnp.maximum(w_mark - lf * gross_end, 0.0)
-    w_liq = jnp.where(gap, jnp.minimum(w_gap, w_at_level), w_at_level)
+    w_liq = _liquidation_equity(market, gap, w_mark, jnp.sum(jnp.abs(n_mark_end)), w_at_level)
 
     # Liquidated-branch outcome, grown at the cash rate to the horizon.
-    remaining = (steps - t - 1) * dt
-    w_liq_T = w_liq * jnp.exp(market.cash_rate * remaining)
+    w_liq_T = w_liq * jnp.exp(market.cash_rate * ((steps - t - 1) * dt))
     dd_liq = jnp.maximum(carry.max_dd, 1.0 - w_liq / carry.peak)
-    weight = carry.survival * p
-    liq = carry.liq + weight * jnp.stack([jnp.log(jnp.maximum(w_liq_T, ruin_floor)), w_liq_T, dd_liq])
+    branch = jnp.stack([jnp.log(jnp.maximum(w_liq_T, ruin_floor)), w_liq_T, dd_liq])
 
     # The simulated path (step checks): liquidate, or trade back to the policy's target.
     w_next = jnp.where(hit, w_liq, w_end)
@@ -406,24 +431,40 @@ def _step_path(
             alive, t, w_next, n_next, model, model_state, policy, policy_state, market, steps, dt
         )
         capped = capped + bound.astype(capped.dtype)
-
-    peak = jnp.maximum(carry.peak, w_next)
-    max_dd = jnp.maximum(carry.max_dd, 1.0 - w_next / peak)
-    return _Carry(
-        wealth=w_next,
-        notional=n_next,
-        alive=alive,
+    return _advance(
+        carry, venue, x, vol, market, dt, w_next,
+        wealth=w_next, notional=n_next, alive=alive,
         liq_step=jnp.where(hit, (t + 1).astype(jnp.int32), carry.liq_step),
-        peak=peak,
-        max_dd=max_dd,
-        survival=carry.survival * (1.0 - p),
-        liq=liq,
-        model_state=model_state,
-        policy_state=policy_state,
-        capped=capped,
-        basis=basis,
-        funding=_next_funding(carry, venue, x, vol, market, dt),
-    )
+        survival=carry.survival * (1.0 - p), liq=carry.liq + carry.survival * p * branch,
+        model_state=model_state, policy_state=policy_state, capped=capped, basis=basis,
+    )  # fmt: skip
+
+
+def _isolated_bridge(
+    market: Market, alive: Array, x_mark: Array, var_mark: Array, n: Array, e: Array, carry_cost: Array
+) -> tuple[Array, Array, Array]:
+    """Per isolated account: bridge crossing probability, whether it has a level, equity left there."""
+    if market.tiers is None:
+        levels, w_at_level = jax.vmap(lambda ni, ei, ci: liquidation_level(ni, ei, ci, market, None))(
+            n, e, carry_cost
+        )
+    else:
+        tiers = (market.tiers.rates, market.tiers.amounts, market.tiers.bounds)
+        levels, w_at_level = jax.vmap(lambda ni, ei, ci, ti: liquidation_level(ni, ei, ci, market, ti))(
+            n, e, carry_cost, tiers
+        )
+    has_barrier = alive & (n != 0) & (levels > 0)
+    barrier = jnp.log(jnp.where(levels > 0, levels, 1.0))
+    p_bridge = _crossing_probability(x_mark, barrier, var_mark, n > 0)
+    return p_bridge, has_barrier, jnp.maximum(jnp.where(has_barrier, w_at_level, 0.0), 0.0)
+
+
+def _account_requirements(market: Market, notional: Array) -> Array:
+    """Maintenance margin of each isolated account ``(n,)`` (one position each)."""
+    if market.tiers is None:
+        return market.maintenance_margin * jnp.abs(notional)
+    rate, amount = market.tiers.at(notional)
+    return jnp.abs(notional) * rate - amount
 
 
 def _step_isolated(
@@ -450,90 +491,48 @@ def _step_isolated(
     model_state, out = model.step(carry.model_state, noise, dt)
     x, vol = out.log_return, out.vol
     e, n = carry.wealth, carry.notional
-    lf = market.liquidation_fee
-
-    cash = e - n
-    carry_cost = financing(cash, jnp.expm1(market.cash_rate * dt), jnp.expm1(market.borrow_rate * dt))
-    carry_cost = carry_cost + jax.vmap(
-        lambda ni: _funding_cost(ni, market.funding_rate, t, dt, market, venue, carry.funding)
-    )(n)
+    carry_cost = _carry_cost(e - n, n, t, market, venue, carry.funding, dt)
     free_cash = carry.free_cash * jnp.exp(market.cash_rate * dt)
     n_end = n * jnp.exp(x)
     e_end = e + (n_end - n) + carry_cost
 
     basis, m0, m1, x_mark, var_mark, gap = _venue_moves(carry, venue, x, vol, out.gap, market, dt)
-    n_mark_end, n_mark0 = n_end * m1, n * m0
-    e_mark = e_end + (n_mark_end - n_end)
-    e_mark0 = e + (n_mark0 - n)
-
-    rates_amounts = None
-    if market.tiers is not None:
-        k = jnp.sum(jnp.abs(n_mark_end)[:, None] > market.tiers.bounds, axis=-1)[:, None]
-        r_end = jnp.take_along_axis(market.tiers.rates, k, axis=-1)[:, 0]
-        a_end = jnp.take_along_axis(market.tiers.amounts, k, axis=-1)[:, 0]
-        requirement = jnp.abs(n_mark_end) * r_end - a_end
-        rates_amounts = (market.tiers.rates, market.tiers.amounts, market.tiers.bounds)
-    else:
-        requirement = market.maintenance_margin * jnp.abs(n_mark_end)
-    alive = carry.alive
-    hit = alive & (n != 0) & (e_mark <= requirement)
-
-    def level(ni: Array, ei: Array, ci: Array, tiers: Any) -> tuple[Array, Array]:
-        return liquidation_level(ni, ei, ci, market, tiers)
-
-    if rates_amounts is None:
-        levels, w_at_level = jax.vmap(lambda ni, ei, ci: level(ni, ei, ci, None))(
-            n_mark0, e_mark0, carry_cost
-        )
-    else:
-        levels, w_at_level = jax.vmap(level)(n_mark0, e_mark0, carry_cost, rates_amounts)
-    has_barrier = alive & (n != 0) & (levels > 0)
-    barrier = jnp.log(jnp.where(levels > 0, levels, 1.0))
-    p_bridge = _crossing_probability(x_mark, barrier, var_mark, n_mark0 > 0)
+    e_mark0, n_mark0, e_mark, n_mark_end = _on_mark(market, m0, m1, e, n, e_end, n_end, lambda a: a)
+    hit = carry.alive & (n != 0) & (e_mark <= _account_requirements(market, n_mark_end))
+    p_bridge, has_barrier, w_at_level = _isolated_bridge(
+        market, carry.alive, x_mark, var_mark, n_mark0, e_mark0, carry_cost
+    )
     p = jnp.where(hit, 1.0, jnp.where(has_barrier, p_bridge, 0.0))
-    w_at_level = jnp.maximum(jnp.where(has_barrier, w_at_level, 0.0), 0.0)
-    w_gap = jnp.maximum(e_mark - lf * jnp.abs(n_mark_end), 0.0)
-    w_liq = jnp.where(gap, jnp.minimum(w_gap, w_at_level), w_at_level)
+    w_liq = _liquidation_equity(market, gap, e_mark, jnp.abs(n_mark_end), w_at_level)
 
-    remaining = (steps - t - 1) * dt
-    w_liq_T = w_liq * jnp.exp(market.cash_rate * remaining)
+    w_liq_T = w_liq * jnp.exp(market.cash_rate * ((steps - t - 1) * dt))
     total_end = free_cash + jnp.sum(e_end)
     dd_liq = jnp.maximum(carry.max_dd, 1.0 - (total_end - e_end + w_liq) / carry.peak)
-    weight = carry.survival * p
-    liq = carry.liq + weight[:, None] * jnp.stack([w_liq_T, dd_liq], axis=-1)
+    # The branch "account i liquidated in this step" differs from the simulated wallet by
+    # P_{t−1} − E_{t−1} + L_t g_t − P_T (see _isolated_outcome); the part known now is summed.
+    branch = jnp.stack([carry.pnl - e + w_liq_T, dd_liq], axis=-1)
+    liq = carry.liq + (carry.survival * p)[:, None] * branch
 
     e_next = jnp.where(hit, w_liq, e_end)
+    pnl = carry.pnl + (e_next - e)
     n_next = jnp.where(hit, jnp.zeros_like(n_end), n_end)
-    alive = alive & ~hit
-    total = free_cash + jnp.sum(e_next)
-    policy_state = policy.observe(carry.policy_state, x, total)
+    alive = carry.alive & ~hit
+    policy_state = policy.observe(carry.policy_state, x, free_cash + jnp.sum(e_next))
     capped = carry.capped
     if policy.rebalance_every > 0:
-        e_next, n_next, free_cash, bound = _rebalance_isolated(
+        e_next, n_next, free_cash, cost, bound = _rebalance_isolated(
             alive, t, e_next, n_next, free_cash, model, model_state, policy, policy_state, market, steps, dt
         )
+        pnl = pnl - cost
         capped = capped + bound.astype(capped.dtype)
-        total = free_cash + jnp.sum(e_next)
-
-    peak = jnp.maximum(carry.peak, total)
-    max_dd = jnp.maximum(carry.max_dd, 1.0 - total / peak)
     first_hit = jnp.any(hit) & (carry.liq_step < 0)
-    return _Carry(
-        wealth=e_next,
-        notional=n_next,
-        alive=alive,
+    return _advance(
+        carry, venue, x, vol, market, dt, free_cash + jnp.sum(e_next),
+        wealth=e_next, notional=n_next, alive=alive,
         liq_step=jnp.where(first_hit, (t + 1).astype(jnp.int32), carry.liq_step),
-        peak=peak,
-        max_dd=max_dd,
-        survival=carry.survival * (1.0 - p),
-        liq=liq,
-        model_state=model_state,
-        policy_state=policy_state,
-        capped=capped,
-        basis=basis,
-        funding=_next_funding(carry, venue, x, vol, market, dt),
-        free_cash=free_cash,
-    )
+        survival=carry.survival * (1.0 - p), liq=liq, model_state=model_state,
+        policy_state=policy_state, capped=capped, basis=basis, free_cash=free_cash, pnl=pnl,
+    )  # fmt: skip
 
 
 def _rebalance_isolated(
@@ -549,10 +548,11 @@ def _rebalance_isolated(
     market: Market,
     steps: int,
     dt: float,
-) -> tuple[Array, Array, Array, Array]:
+) -> tuple[Array, Array, Array, Array, Array]:
     """Isolated rebalance: open accounts are re-margined to their share of the wallet and resized
     to the policy's target, each capped at its tier's maximum leverage on its own margin; closed
-    (liquidated) accounts stay closed, their residual equity stays in them as cash."""
+    (liquidated) accounts stay closed, their residual equity stays in them as cash. Returns the
+    accounts, notionals, free cash, each account's trading cost and whether the cap bound."""
     due = jnp.any(alive) & ((t + 1) % policy.rebalance_every == 0) & (t + 1 < steps)
     total = free_cash + jnp.sum(e)
     n_target = policy.target(
@@ -573,6 +573,7 @@ def _rebalance_isolated(
         jnp.where(due, e_new, e),
         jnp.where(due, n_target, n),
         jnp.where(due, free_new, free_cash),
+        jnp.where(due & alive, cost, 0.0),
         due & bound,
     )
 
@@ -639,15 +640,7 @@ def _open_isolated(
         bound = jnp.any(over)
     e0 = margin - jnp.abs(n0) * market.trading_cost_rate
     nm = n0 * mark
-    if market.tiers is None:
-        requirement = market.maintenance_margin * jnp.abs(nm)
-    else:
-        k = jnp.sum(jnp.abs(nm)[:, None] > market.tiers.bounds, axis=-1)[:, None]
-        requirement = (
-            jnp.abs(nm) * jnp.take_along_axis(market.tiers.rates, k, -1)[:, 0]
-            - jnp.take_along_axis(market.tiers.amounts, k, -1)[:, 0]
-        )
-    hit = (n0 != 0) & (e0 + (nm - n0) <= requirement)
+    hit = (n0 != 0) & (e0 + (nm - n0) <= _account_requirements(market, nm))
     e0 = jnp.where(hit, jnp.maximum(e0 - market.liquidation_fee * jnp.abs(nm), 0.0), e0)
     free = one - jnp.sum(margin)
     total = free + jnp.sum(e0)
@@ -660,42 +653,50 @@ def _open_isolated(
         peak=one,
         max_dd=jnp.maximum(0.0, 1.0 - total).astype(dtype),
         survival=jnp.where(hit, zero, jnp.ones_like(e0)),
-        liq=jnp.where(hit[:, None], jnp.stack([e0, jnp.broadcast_to(1.0 - total, e0.shape)], -1), 0.0),
+        liq=jnp.where(
+            hit[:, None], jnp.stack([e0 - margin, jnp.broadcast_to(1.0 - total, e0.shape)], -1), 0.0
+        ),
         model_state=model_state,
         policy_state=policy_state,
         capped=bound.astype(jnp.int32),
         basis=basis,
         funding=funding,
         free_cash=free,
+        pnl=e0 - margin,
     )
 
 
 def _isolated_outcome(final: _Carry, ruin_floor: float) -> tuple[Array, Array, Array, Array, Array]:
     """(wealth, survival, liq_log_wealth, liq_wealth, liq_drawdown) of isolated accounts at T.
 
-    Account i survives continuous monitoring with probability s_i; given that it was liquidated,
-    its equity at T is taken at its conditional mean L̄_i = Σ_t w_it L_it / (1 − s_i) (the
-    liquidation equity grown at the cash rate, a small, nearly fixed amount). Treating the
-    accounts' crossings as independent given the path (exact for independent assets), a subset
-    S of accounts is liquidated with probability Π_{i∈S} (1 − s_i) Π_{i∉S} s_i and leaves
-    W_T(S) = F_T + Σ_{i∉S} E_{i,T} + Σ_{i∈S} L̄_i; the liquidated branch sums that over S ≠ ∅.
+    Account i survives continuous monitoring with probability s_i. If it is liquidated in step t
+    (probability w_it = s_{i,t−1} p_it), it ends with L_it (its equity at the level, grown at the
+    cash rate to T) instead of its start-of-step equity E_{i,t−1} plus every later P&L of the
+    account, P_{i,T} − P_{i,t−1} (P the account's cumulative P&L; margin moved to and from the
+    wallet at rebalances is not P&L). So the wallet of that branch is W_T + Δ_it with
+    Δ_it = P_{i,t−1} − E_{i,t−1} + L_it − P_{i,T}, taken at its conditional mean
+    Δ̄_i = Σ_t w_it Δ_it / (1 − s_i): the other accounts are held as simulated (exact for a held
+    position; with rebalancing, their sizes would have followed the smaller wallet). Treating the
+    accounts' crossings as independent given the path (exact for independent assets), a subset S
+    is liquidated with probability Π_{i∈S} (1 − s_i) Π_{i∉S} s_i and leaves
+    W_T(S) = max(W_T + Σ_{i∈S} Δ̄_i, 0); the liquidated branch sums over S ≠ ∅.
     """
     s = final.survival
     e = final.wealth
     n_assets = s.shape[0]
     q = 1.0 - s
-    mean_liq = final.liq[:, 0] / jnp.where(q > 0, q, 1.0)
+    mean_delta = final.liq[:, 0] / jnp.where(q > 0, q, 1.0) - final.pnl
     mean_dd = final.liq[:, 1] / jnp.where(q > 0, q, 1.0)
     subsets = jnp.asarray(
         [[(m >> i) & 1 for i in range(n_assets)] for m in range(1, 2**n_assets)], dtype=bool
     )  # (2^n − 1, n)
     prob = jnp.prod(jnp.where(subsets, q, s), axis=-1)
-    wealth_s = final.free_cash + jnp.sum(jnp.where(subsets, mean_liq, e), axis=-1)
+    wealth = final.free_cash + jnp.sum(e)
+    wealth_s = jnp.maximum(wealth + jnp.sum(jnp.where(subsets, mean_delta, 0.0), axis=-1), 0.0)
     dd_s = jnp.maximum(
         jnp.max(jnp.where(subsets, mean_dd, 0.0), axis=-1),
         jnp.maximum(final.max_dd, 1.0 - wealth_s / final.peak),
     )
-    wealth = final.free_cash + jnp.sum(e)
     return (
         wealth,
         jnp.prod(s),
@@ -819,9 +820,14 @@ def simulate_chunk(
 
     first = draw(jnp.zeros((), jnp.int32)) if noise is None else None
     (final, _), traj = jax.lax.scan(body, (carry0, first), (jnp.arange(steps, dtype=jnp.int32), noise))
+    return _outcome(final, market, ruin_floor), traj
+
+
+def _outcome(final: _Carry, market: Market, ruin_floor: float) -> Outcome:
+    """The per-path :class:`Outcome` of the final carries (isolated accounts combined)."""
     if market.margin_mode == "isolated":
         wealth, survival, liq_log, liq_w, liq_dd = jax.vmap(lambda c: _isolated_outcome(c, ruin_floor))(final)
-        outcome = Outcome(
+        return Outcome(
             wealth=wealth,
             liquidated=~jnp.all(final.alive, axis=-1),
             liquidation_step=final.liq_step,
@@ -832,8 +838,7 @@ def simulate_chunk(
             liq_drawdown=liq_dd,
             capped=final.capped,
         )
-        return outcome, traj
-    outcome = Outcome(
+    return Outcome(
         wealth=final.wealth,
         liquidated=~final.alive,
         liquidation_step=final.liq_step,
@@ -844,7 +849,6 @@ def simulate_chunk(
         liq_drawdown=final.liq[:, 2],
         capped=final.capped,
     )
-    return outcome, traj
 
 
 def plan_chunks(paths: int, chunk_size: int | None) -> tuple[int, int]:

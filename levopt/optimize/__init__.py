@@ -167,6 +167,7 @@ def _optimize_convex(
     bounds = problem.free.get("weights")
     if bounds is None:
         raise ConfigError("policy", "no free parameters: write weights (or leverage) as {init, min, max}")
+    _check_convex_market(problem)
     if opt.scenarios == "data":
         returns = problem.model.data_returns()
         if returns is None:
@@ -215,6 +216,23 @@ def _optimize_convex(
             "solve_time_s": res.solve_time,
         },
     )
+
+
+def _check_convex_market(problem: Problem) -> None:
+    """Refuse venue features the one-period programs cannot express, naming the key (the tiers'
+    maximum leverage is already in the weights' bounds, see levopt.problem.build_problem)."""
+    market = problem.cfg.market
+    for key, used in (
+        ("margin_mode", market.mode == "isolated"),
+        ("basis", market.basis is not None),
+        ("funding", market.funding is not None and market.funding.kind != "constant"),
+    ):
+        if used:
+            raise ConfigError(
+                f"market.{key}",
+                "the convex layer models cross margin with a constant funding rate on the traded price; "
+                "use optimizer.method: optax",
+            )
 
 
 def _slack(report: Any) -> float:
