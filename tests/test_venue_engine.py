@@ -494,3 +494,40 @@ def test_rebalanced_isolated_book_never_loses_more_than_the_wallet():
     assert q.mean() > 0.3
     assert np.min(np.asarray(out.liq_wealth)) >= 0.0
     assert levopt.evaluate(cfg)["metrics"]["cvar"] <= 1.0
+
+
+def test_two_factor_funding_moments_against_the_closed_form():
+    """The rate the engine charges each step (σ = 0, a 1x position: the wealth falls by exactly the
+    funding) has the two-factor process's conditional mean and variance:
+    E[f_t] − mean = phi^k u_0, Var f_t = vol² (1 − phi^{2k}) / (1 − phi²) + slow_vol² (1 − slow_phi^{2k}) / (1 − slow_phi²),
+    k = 3t intervals after the start (daily steps, 8-hour settlements)."""
+    from levopt.engine import simulate_chunk
+
+    mean, u0, phi, vol, slow_phi, slow_vol = 1e-4, 2e-4, 0.8, 1e-4, 0.99, 3e-5
+    funding = {"kind": "two_factor", "mean": mean, "init": mean + u0, "phi": phi, "vol": vol}
+    funding |= {"slow_phi": slow_phi, "slow_vol": slow_vol}
+    cfg = dict(
+        BASE,
+        horizon_days=20,
+        model={"kind": "gbm", "mu": 0.0, "sigma": 0.0},
+        policy={"kind": "constant", "leverage": 1.0},
+        market={"funding": funding, "funding_interval_hours": 8},
+    )
+    problem = levopt.build(cfg)
+    with jax.enable_x64(True):
+        _, traj = simulate_chunk(
+            problem.key(0), jnp.zeros((), jnp.int32), problem.model, problem.policy, problem.market,
+            n_blocks=32, steps=20, dt=problem.cfg.dt, dtype=jnp.float64, ruin_floor=1e-6, record=True,
+        )  # fmt: skip
+    equity = np.concatenate([np.ones((1, 32 * 256)), np.asarray(traj.equity)])
+    paid = (equity[:-1] - equity[1:]) / 3  # three settlements a step, at the step's starting rate
+    for t in (1, 4, 12):
+        k = 3 * t
+        want_mean = mean + phi**k * u0
+        want_var = vol**2 * (1 - phi ** (2 * k)) / (1 - phi**2)
+        want_var += slow_vol**2 * (1 - slow_phi ** (2 * k)) / (1 - slow_phi**2)
+        x = paid[t]
+        se_mean = math.sqrt(want_var / x.size)
+        assert abs(x.mean() - want_mean) < 4 * se_mean, t
+        # Var of the sample variance of normal draws: 2 σ⁴ / (n − 1).
+        assert abs(x.var(ddof=1) - want_var) < 4 * want_var * math.sqrt(2 / (x.size - 1)), t

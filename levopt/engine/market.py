@@ -66,17 +66,22 @@ class FundingConfig(StrictModel):
     """Funding as a process, rates per funding interval (decimals; 0.0001 = 0.01% per 8 h).
 
     ``constant``: the market's ``funding_rate`` (annualized) settled at each interval.
-    ``ar1``: f_k = mean + phi (f_{k−1} − mean) + vol ε_k, ε_k correlated ``corr`` with the step's
-    standardized return of the first asset, clipped to ±``cap``; or calibrated from a file.
+    ``ar1``: f_k = mean + u_k, u_k = phi u_{k−1} + vol ε_k, ε_k correlated ``corr`` with the step's
+    standardized return of the first asset; the rate paid is clipped to ±``cap``.
+    ``two_factor``: f_k = mean + s_k + u_k with a slow component s_k = slow_phi s_{k−1} +
+    slow_vol η_k (funding regimes) on top of the fast one. Either is calibrated from a funding
+    file with ``calibrate`` (levopt.calibrate.fit_funding).
     """
 
-    kind: Literal["constant", "ar1"] = "constant"
+    kind: Literal["constant", "ar1", "two_factor"] = "constant"
     mean: float | None = Field(None, gt=-0.1, lt=0.1, description="long-run rate per interval")
     phi: float = Field(0.0, gt=-1, lt=1, description="autocorrelation per interval")
     vol: float = Field(0.0, ge=0, lt=0.1, description="innovation standard deviation per interval")
     corr: float = Field(0.0, ge=-1, le=1, description="correlation of innovations with returns")
     cap: float | None = Field(None, gt=0, lt=1, description="largest |rate| per interval (venue cap)")
     init: float | None = Field(None, gt=-0.1, lt=0.1, description="rate at t = 0 (default: mean)")
+    slow_phi: float = Field(0.0, gt=-1, lt=1, description="two_factor: slow component's autocorrelation")
+    slow_vol: float = Field(0.0, ge=0, lt=0.1, description="two_factor: slow component's innovation sd")
     calibrate: FundingCalibrationConfig | None = None
 
     @model_validator(mode="after")
@@ -84,12 +89,16 @@ class FundingConfig(StrictModel):
         given = self.model_fields_set - {"kind", "cap"}
         if self.kind == "constant" and given:
             raise ValueError(
-                f"{sorted(given)[0]} applies to kind ar1; a constant rate is market.funding_rate (annualized)"
+                f"{sorted(given)[0]} applies to kinds ar1 and two_factor; a constant rate is "
+                "market.funding_rate (annualized)"
             )
-        if self.kind == "ar1" and self.calibrate is None and self.mean is None:
-            raise ValueError("kind ar1 needs mean (rate per interval) or a calibrate block")
-        if self.calibrate is not None and {"mean", "phi", "vol"} & self.model_fields_set:
-            raise ValueError("give either mean/phi/vol or calibrate, not both")
+        slow = {"slow_phi", "slow_vol"} & self.model_fields_set
+        if self.kind == "ar1" and slow:
+            raise ValueError(f"{sorted(slow)[0]} applies to kind two_factor")
+        if self.kind != "constant" and self.calibrate is None and self.mean is None:
+            raise ValueError(f"kind {self.kind} needs mean (rate per interval) or a calibrate block")
+        if self.calibrate is not None and {"mean", "phi", "vol", *slow} & self.model_fields_set:
+            raise ValueError("give either the process's parameters or calibrate, not both")
         return self
 
 
@@ -345,10 +354,21 @@ class Basis(eqx.Module):
         return self.vol**2 * dt * scale
 
 
-class FundingProcess(eqx.Module):
-    """Funding rate per settlement interval: f_k = mean + phi (f_{k−1} − mean) + vol ε_k, |f| ≤ cap.
+def _ar1_over(phi: Array, vol: Array, intervals: float) -> tuple[Array, Array]:
+    """(phi^n, sd of the innovation sum) of an AR(1) over n = ``intervals`` steps (n may be < 1)."""
+    phi_n = jnp.sign(phi) ** intervals * jnp.abs(phi) ** intervals
+    small = jnp.abs(phi) < 1e-12
+    var_ratio = jnp.where(small, 1.0, (1 - phi_n**2) / jnp.where(small, 1.0, 1 - phi**2))
+    return phi_n, vol * jnp.sqrt(var_ratio)
 
-    Leaves may carry a leading axis of posterior draws (path p uses draw p % draws).
+
+class FundingProcess(eqx.Module):
+    """Funding rate per settlement interval: f_k = mean + s_k + u_k, paid as clip(f_k, ±cap).
+
+    u is the fast AR(1) (``phi``, ``vol``, innovations correlated ``corr`` with returns), s the
+    slow one (``slow_phi``, ``slow_vol``; zero for ``ar1``). The state is (u, s), left unclipped:
+    the venue caps the rate paid, not the premium that drives it. Leaves may carry a leading axis
+    of posterior draws (path p uses draw p % draws).
     """
 
     mean: Array
@@ -357,18 +377,22 @@ class FundingProcess(eqx.Module):
     corr: Array
     cap: Array
     init: Array
+    slow_phi: Array
+    slow_vol: Array
 
-    def step(self, f: Array, z_return: Array, z_own: Array, intervals: float) -> Array:
-        """The rate ``intervals`` settlement intervals later (exact AR(1) aggregation)."""
-        phi_n = jnp.sign(self.phi) ** intervals * jnp.abs(self.phi) ** intervals
-        var_ratio = jnp.where(
-            jnp.abs(self.phi) < 1e-12,
-            1.0,
-            (1 - phi_n**2) / jnp.where(jnp.abs(self.phi) < 1e-12, 1.0, 1 - self.phi**2),
-        )
-        eps = self.corr * z_return + jnp.sqrt(1 - self.corr**2) * z_own
-        f_new = self.mean + phi_n * (f - self.mean) + self.vol * jnp.sqrt(var_ratio) * eps
-        return jnp.clip(f_new, -self.cap, self.cap)
+    def start(self) -> Array:
+        """The state (u, s) at t = 0: the rate ``init``, all of it in the fast component."""
+        return jnp.stack([self.init - self.mean, jnp.zeros_like(self.init)])
+
+    def rate(self, state: Array) -> Array:
+        return jnp.clip(self.mean + state[0] + state[1], -self.cap, self.cap)
+
+    def step(self, state: Array, z_return: Array, z_own: Array, intervals: float) -> Array:
+        """The state ``intervals`` settlement intervals later (exact AR(1) aggregation of each)."""
+        phi_n, sd = _ar1_over(self.phi, self.vol, intervals)
+        slow_n, slow_sd = _ar1_over(self.slow_phi, self.slow_vol, intervals)
+        eps = self.corr * z_return + jnp.sqrt(1 - self.corr**2) * z_own[0]
+        return jnp.stack([phi_n * state[0] + sd * eps, slow_n * state[1] + slow_sd * z_own[1]])
 
 
 class Market(eqx.Module):
@@ -496,25 +520,30 @@ def _funding_process(
                 f"allowed: |rate| ≤ {cap * HOURS_PER_YEAR / interval:.6g} a year",
             )
         params = dict(mean=per_interval, phi=0.0, vol=0.0, corr=0.0, cap=cap, init=per_interval)
+        params |= dict(slow_phi=0.0, slow_vol=0.0)
         return FundingProcess(**{k: jnp.asarray(v, dtype) for k, v in params.items()}), False, None
     if draws is not None:
         n = len(np.asarray(draws["mean"]))
         mean = np.asarray(draws["mean"], float)
+        zeros = np.zeros(n)
         proc = FundingProcess(
             mean=jnp.asarray(mean, dtype),
             phi=jnp.asarray(draws["phi"], dtype),
             vol=jnp.asarray(draws["vol"], dtype),
             corr=jnp.full((n,), f.corr, dtype),
             cap=jnp.full((n,), cap, dtype),
-            init=jnp.asarray(np.clip(np.full(n, f.init) if f.init is not None else mean, -cap, cap), dtype),
+            init=jnp.asarray(np.full(n, f.init) if f.init is not None else mean, dtype),
+            slow_phi=jnp.asarray(draws.get("slow_phi", zeros), dtype),
+            slow_vol=jnp.asarray(draws.get("slow_vol", zeros), dtype),
         )
         return proc, True, n
     if f.mean is None:
         raise ConfigError(
             "market.funding.calibrate", "the calibration's draws were not supplied (use levopt.build)"
         )
-    init = float(np.clip(f.init if f.init is not None else f.mean, -cap, cap))
+    init = f.init if f.init is not None else f.mean
     params = dict(mean=f.mean, phi=f.phi, vol=f.vol, corr=f.corr, cap=cap, init=init)
+    params |= dict(slow_phi=f.slow_phi, slow_vol=f.slow_vol)
     return FundingProcess(**{k: jnp.asarray(v, dtype) for k, v in params.items()}), True, None
 
 

@@ -126,7 +126,7 @@ class _Venue(NamedTuple):
     """Per-step venue inputs of one path: basis and funding noise, the path's funding parameters."""
 
     basis_z: Any = None  # (n, 3): OU normal, jump uniform, jump-size normal
-    funding_z: Any = None  # scalar normal
+    funding_z: Any = None  # (2,) normals: fast and slow component
     funding: Any = None  # FundingProcess of this path
 
 
@@ -277,7 +277,7 @@ def _funding_cost(
     if market.funding is None:
         return funding_payment(net, funding_rate, dt)
     settled = _settlements(t, dt, market.funding_interval_hours, net.dtype)  # type: ignore[arg-type]
-    rate = venue.funding.mean if not market.funding_stochastic else f
+    rate = venue.funding.mean if not market.funding_stochastic else venue.funding.rate(f)
     return settled_funding(net, rate, settled)
 
 
@@ -591,7 +591,7 @@ def _open_path(
     target = policy.target(policy_state, jnp.zeros((), jnp.int32), one, vol, mu)
     n0 = jnp.broadcast_to(target, (n_assets,)).astype(dtype)
     basis = None if market.basis is None else jnp.broadcast_to(market.basis.init, (n_assets,)).astype(dtype)
-    funding = None if not market.funding_stochastic else venue.funding.init.astype(dtype)
+    funding = None if not market.funding_stochastic else venue.funding.start().astype(dtype)
     mark = jnp.ones_like(n0) if basis is None else jnp.exp(basis)
     if market.margin_mode == "isolated":
         return _open_isolated(n0, model_state, policy_state, market, basis, funding, mark, dtype)
@@ -720,7 +720,7 @@ def _block_noise(
 
 def _venue_noise(key: Array, t: Array, block_ids: Array, n_assets: int, dtype: Any) -> _Venue:
     """The venue's random numbers of step ``t`` (basis: normal, uniform, normal per asset; funding:
-    one normal), from a stream apart from the path model's, so adding a basis or a stochastic
+    two normals), from a stream apart from the path model's, so adding a basis or a stochastic
     funding rate leaves the price paths unchanged."""
     base = jax.random.fold_in(key, MARKET_STREAM)
 
@@ -730,10 +730,10 @@ def _venue_noise(key: Array, t: Array, block_ids: Array, n_assets: int, dtype: A
         z = jax.random.normal(k1, (BLOCK, n_assets, 3), dtype)
         # The middle column is a uniform for the jump indicator.
         u = jax.random.uniform(k2, (BLOCK, n_assets), dtype)
-        return z.at[:, :, 1].set(u), jax.random.normal(jax.random.fold_in(k, 1), (BLOCK,), dtype)
+        return z.at[:, :, 1].set(u), jax.random.normal(jax.random.fold_in(k, 1), (BLOCK, 2), dtype)
 
     bz, fz = jax.vmap(one_block)(block_ids)
-    return _Venue(basis_z=bz.reshape((-1, n_assets, 3)), funding_z=fz.reshape(-1))
+    return _Venue(basis_z=bz.reshape((-1, n_assets, 3)), funding_z=fz.reshape((-1, 2)))
 
 
 def _per_block(path_model: PathModel, n_blocks: int, batched: bool) -> PathModel:
