@@ -52,7 +52,8 @@ _decided = False
 _active: Path | None = None
 
 
-def _user_cache_root() -> Path:
+def user_cache_root() -> Path:
+    """levopt's per-user cache directory (platformdirs, else $XDG_CACHE_HOME or ~/.cache)."""
     try:
         import platformdirs
     except ImportError:
@@ -71,7 +72,7 @@ def cache_dir() -> Path | None:
     value = os.environ.get(ENV_VAR, "").strip()
     if value.lower() == OFF:
         return None
-    return Path(value).expanduser() if value else _user_cache_root()
+    return Path(value).expanduser() if value else user_cache_root()
 
 
 def _writable(path: Path) -> OSError | None:

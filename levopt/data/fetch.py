@@ -56,15 +56,21 @@ def make_exchange(name: str) -> Any:
     return cls({"enableRateLimit": True})
 
 
-def _call(exchange: Any, method: str, *args: Any, **kwargs: Any) -> Any:
-    """Call an exchange method, turning ccxt's errors into one-line :class:`FetchError`s."""
+def call_exchange(exchange: Any, method: str, *args: Any, auth_hint: str = "", **kwargs: Any) -> Any:
+    """Call an exchange method, turning ccxt's errors into one-line :class:`FetchError`s
+    (``auth_hint`` is appended when the exchange refused an unsigned or badly signed request)."""
     try:
         return getattr(exchange, method)(*args, **kwargs)
     except Exception as exc:
         ccxt_base = _ccxt_base_error()
         if ccxt_base is not None and isinstance(exc, ccxt_base):
-            first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-            raise FetchError(f"{_exchange_id(exchange)} {method}: {type(exc).__name__}: {first}") from None
+            text = str(exc).strip()
+            first = text.splitlines()[0] if text else type(exc).__name__
+            auth = getattr(sys.modules.get("ccxt"), "AuthenticationError", None)
+            hint = auth_hint if auth is not None and isinstance(exc, auth) else ""
+            raise FetchError(
+                f"{exchange_id(exchange)} {method}: {type(exc).__name__}: {first}{hint}"
+            ) from None
         raise
 
 
@@ -74,7 +80,8 @@ def _ccxt_base_error() -> type[BaseException] | None:
     return getattr(module, "BaseError", None) if module is not None else None
 
 
-def _exchange_id(exchange: Any) -> str:
+def exchange_id(exchange: Any) -> str:
+    """The ccxt id of an exchange object (its class name for a stand-in)."""
     return str(getattr(exchange, "id", type(exchange).__name__))
 
 
@@ -118,7 +125,7 @@ def fetch_ohlcv_history(
         DataFrame indexed by UTC bar open time with float columns open, high, low, close, volume.
     """
     if not getattr(exchange, "has", {}).get("fetchOHLCV", True):
-        raise FetchError(f"{_exchange_id(exchange)} does not provide OHLCV bars (fetchOHLCV)")
+        raise FetchError(f"{exchange_id(exchange)} does not provide OHLCV bars (fetchOHLCV)")
     step = timeframe_ms(timeframe)
     start = to_ms(since)
     stop = to_ms(until) if until is not None else None
@@ -126,7 +133,7 @@ def fetch_ohlcv_history(
     rows: list[list[float]] = []
     cursor = start
     for _ in range(MAX_PAGES):
-        batch = _call(exchange, "fetch_ohlcv", symbol, timeframe, since=cursor, limit=limit)
+        batch = call_exchange(exchange, "fetch_ohlcv", symbol, timeframe, since=cursor, limit=limit)
         batch = [list(b[:6]) for b in batch or [] if b[0] >= cursor]
         batch = [b for b in batch if (stop is None or b[0] < stop) and b[0] + step <= now]
         if not batch:
@@ -164,7 +171,7 @@ def fetch_funding_history(
     """
     if not getattr(exchange, "has", {}).get("fetchFundingRateHistory"):
         raise FetchError(
-            f"{_exchange_id(exchange)} has no funding-rate history in ccxt (fetchFundingRateHistory); "
+            f"{exchange_id(exchange)} has no funding-rate history in ccxt (fetchFundingRateHistory); "
             "drop --funding or use an exchange with perpetuals (binance, bybit, okx)"
         )
     cursor = to_ms(since)
@@ -172,7 +179,7 @@ def fetch_funding_history(
     times: list[int] = []
     rates: list[float] = []
     for _ in range(MAX_PAGES):
-        batch = _call(exchange, "fetch_funding_rate_history", symbol, since=cursor, limit=limit)
+        batch = call_exchange(exchange, "fetch_funding_rate_history", symbol, since=cursor, limit=limit)
         batch = [b for b in batch or [] if b.get("timestamp") is not None and b["timestamp"] >= cursor]
         batch = [b for b in batch if stop is None or b["timestamp"] < stop]
         if not batch:
@@ -232,7 +239,7 @@ def update_ohlcv_cache(
         (all bars in the file after the update, number of new bars).
     """
     out = Path(out)
-    attrs = {"exchange": _exchange_id(exchange), "symbol": symbol, "timeframe": timeframe}
+    attrs = {"exchange": exchange_id(exchange), "symbol": symbol, "timeframe": timeframe}
     cached = _read_cache(out, attrs)
     start = to_ms(since)
     if cached is not None and len(cached):
@@ -258,7 +265,7 @@ def update_funding_cache(
 ) -> tuple[pd.Series, int]:
     """Fetch funding rates into the Parquet file ``out`` (column ``funding_rate``), resuming."""
     out = Path(out)
-    attrs = {"exchange": _exchange_id(exchange), "symbol": symbol, "kind": "funding"}
+    attrs = {"exchange": exchange_id(exchange), "symbol": symbol, "kind": "funding"}
     cached = _read_cache(out, attrs)
     start = to_ms(since)
     if cached is not None and len(cached):

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import datetime as dt
 import math
-import os
 import re
 import sys
 import time
@@ -33,7 +32,16 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any, NamedTuple
 
-from levopt.data.fetch import FetchError, MissingDependencyError, import_ccxt, make_exchange, perpetual_symbol
+from levopt.cache import user_cache_root
+from levopt.data.fetch import (
+    FetchError,
+    MissingDependencyError,
+    call_exchange,
+    exchange_id,
+    import_ccxt,
+    make_exchange,
+    perpetual_symbol,
+)
 from levopt.errors import ConfigError
 from levopt.venues._brackets import BracketTable, load_brackets, write_brackets
 from levopt.venues._venue import VENUES
@@ -170,34 +178,21 @@ def venue_symbol(symbol: str, venue: str) -> str:
 # Download
 
 
-def _exchange_id(exchange: Any) -> str:
-    return str(getattr(exchange, "id", type(exchange).__name__))
-
-
 def _request(exchange: Any, method: str, *args: Any) -> Any:
     """Call ``exchange.method(*args)``; ccxt's errors become one-line :class:`FetchError`s."""
-    try:
-        return getattr(exchange, method)(*args)
-    except Exception as exc:
-        module = sys.modules.get("ccxt")
-        base = getattr(module, "BaseError", None)
-        if base is None or not isinstance(exc, base):
-            raise
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        auth = getattr(module, "AuthenticationError", None)
-        hint = (
-            "; the venue serves its tiers to signed requests only: in Python, pass fetch_brackets a ccxt "
-            "exchange made with your apiKey and secret"
-            if auth is not None and isinstance(exc, auth)
-            else ""
-        )
-        raise FetchError(f"{_exchange_id(exchange)} {method}: {type(exc).__name__}: {first}{hint}") from None
+    return call_exchange(exchange, method, *args, auth_hint=_AUTH_HINT)
+
+
+_AUTH_HINT = (
+    "; the venue serves its tiers to signed requests only: in Python, pass fetch_brackets a ccxt "
+    "exchange made with your apiKey and secret"
+)
 
 
 def _download(exchange: Any, unified: str) -> tuple[list[Any], str]:
     """The exchange's tiers of ``unified`` and the ccxt method that served them."""
     has = getattr(exchange, "has", None) or {}
-    ident = _exchange_id(exchange)
+    ident = exchange_id(exchange)
     if has.get("fetchMarketLeverageTiers"):
         method = "fetch_market_leverage_tiers"
         tiers = _request(exchange, method, unified)
@@ -255,7 +250,7 @@ def fetch_brackets(exchange: Any, symbol: str, *, venue: str | None = None) -> B
             not a valid table (one line naming the symbol, the row and the rule broken).
         ConfigError: a symbol that cannot be mapped.
     """
-    ident = _exchange_id(exchange)
+    ident = exchange_id(exchange)
     style_id = CCXT_IDS.get(venue, venue) if venue else ident
     unified = _unified(symbol, style_id)
     native = _native(unified, style_id)
@@ -292,14 +287,7 @@ def tiers_cache_dir() -> Path:
     else ``$XDG_CACHE_HOME/levopt`` or ``~/.cache/levopt`` (as :mod:`levopt.cache` finds it).
     ``LEVOPT_CACHE_DIR`` moves JAX's compilation cache only; it does not move these tables.
     """
-    try:
-        import platformdirs
-    except ImportError:
-        xdg = os.environ.get("XDG_CACHE_HOME")
-        root = (Path(xdg) if xdg else Path.home() / ".cache") / "levopt"
-    else:
-        root = Path(platformdirs.user_cache_dir("levopt"))
-    return root / "tiers"
+    return user_cache_root() / "tiers"
 
 
 def tiers_cache_path(venue: str, symbol: str) -> Path:
@@ -380,7 +368,7 @@ def update_tiers_cache(
     now = dt.datetime.now(dt.timezone.utc)
     version = getattr(sys.modules.get("ccxt"), "__version__", None)
     notes = (
-        f"fetched {now:%Y-%m-%dT%H:%M:%SZ} from {_exchange_id(ex)} for {unified} through ccxt"
+        f"fetched {now:%Y-%m-%dT%H:%M:%SZ} from {exchange_id(ex)} for {unified} through ccxt"
         + (f" {version}" if version else ""),
         "floor, cap, maintenance_rate and max_leverage as served (ccxt minNotional, maxNotional, "
         "maintenanceMarginRate, maxLeverage; an open last cap as inf); maintenance_amount as served where the "
