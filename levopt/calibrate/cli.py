@@ -1,6 +1,7 @@
 """``levopt calibrate``: fit a path model to price history and write the posterior, its draws and a
-posterior predictive check; or, with ``--model funding``, fit the AR(1) funding-rate model to a
-funding history (:mod:`levopt.calibrate.funding`) and write ``funding_calibration.json``.
+posterior predictive check; or, with ``--model funding``, fit a funding-rate model (the AR(1), or
+with ``--funding-model two_factor`` a slow and a fast AR(1) summed) to a funding history
+(:mod:`levopt.calibrate.funding`) and write ``funding_calibration.json``.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from rich.table import Table
 
 from levopt.calibrate.fit import calibrate
 from levopt.calibrate.funding import DISTS as FUNDING_DISTS
+from levopt.calibrate.funding import MODELS as FUNDING_MODELS
 from levopt.calibrate.funding import FundingFit, fit_funding, read_funding
 from levopt.calibrate.posterior import calibrate_config, calibration_key
 from levopt.calibrate.ppc import posterior_predictive_check
@@ -55,6 +57,14 @@ def calibrate_command(
     dist: Annotated[
         Optional[str],  # noqa: UP045
         typer.Option("--dist", help="garch shocks: normal | t; funding: normal | student_t (default normal)"),
+    ] = None,
+    funding_model: Annotated[
+        Optional[str],  # noqa: UP045
+        typer.Option(
+            "--funding-model",
+            help="With --model funding: ar1 | two_factor (a slow and a fast AR(1) summed; normal "
+            "shocks) (default ar1).",
+        ),
     ] = None,
     gjr: Annotated[bool, typer.Option("--gjr", help="garch: add the GJR asymmetry term.")] = False,
     steps_per_day: Annotated[
@@ -104,9 +114,11 @@ def calibrate_command(
     ] = False,
 ) -> None:
     """Calibrate a path model by NUTS; write posterior.json, draws.parquet and ppc.json to --out
-    (--model funding: the AR(1) funding-rate model, to funding_calibration.json)."""
+    (--model funding: a funding-rate model, to funding_calibration.json)."""
     if (config is None) == (data is None):
         raise ConfigError("calibrate", "give either a CONFIG file or --data FILE (not both)")
+    if funding_model is not None and (config is not None or model != "funding"):
+        raise ConfigError("--funding-model", "applies to --data with --model funding only; drop it")
     if not (math.isfinite(steps_per_day) and steps_per_day > 0):
         raise ConfigError("--steps-per-day", f"{steps_per_day}; allowed: a finite number > 0")
     if config is not None:
@@ -123,7 +135,7 @@ def calibrate_command(
             keep_last=keep_last,
         )
         settings = {"warmup": warmup, "samples": samples, "chains": chains, "seed": seed}
-        _calibrate_funding(data, dist, column, settings, ppc_paths, out, force)
+        _calibrate_funding(data, dist, funding_model, column, settings, ppc_paths, out, force)
         return
     else:
         result, key, request = _from_data(
@@ -330,21 +342,32 @@ def _reject_funding_options(**options: Any) -> None:
 def _calibrate_funding(
     data: Path,
     dist: str | None,
+    funding_model: str | None,
     column: str | None,
     settings: dict[str, int | None],
     ppc_paths: int,
     out: Path,
     force: bool,
 ) -> None:
-    """``--model funding``: NUTS on the AR(1) funding model; writes ``funding_calibration.json``."""
+    """``--model funding``: NUTS on a funding model; writes ``funding_calibration.json``."""
     dist_ = dist or _DEFAULTS["dist"]
     if dist_ not in FUNDING_DISTS:
         raise ConfigError(
             "--dist", f"unknown funding shock distribution {dist_!r}; allowed: {', '.join(FUNDING_DISTS)}"
         )
+    kind = funding_model or "ar1"
+    if kind not in FUNDING_MODELS:
+        raise ConfigError(
+            "--funding-model", f"unknown funding model {kind!r}; allowed: {', '.join(FUNDING_MODELS)}"
+        )
+    if kind == "two_factor" and dist_ != "normal":
+        raise ConfigError(
+            "--dist", f"{dist_} applies to --funding-model ar1 only; allowed with two_factor: normal"
+        )
     request = {
         "data": str(Path(data).expanduser().absolute()),
         "model": "funding",
+        "funding_model": kind,
         "dist": dist_,
         "column": column,
         "ppc_paths": ppc_paths,
@@ -358,6 +381,7 @@ def _calibrate_funding(
     _check_ppc_memory(ppc_paths, len(rates))
     fit = fit_funding(
         rates,
+        model=kind,
         interval_hours=hours,
         dist=dist_,
         num_warmup=request["warmup"],
@@ -372,7 +396,8 @@ def _calibrate_funding(
 
 
 def _print_funding_summary(fit: FundingFit, out: Path) -> None:
-    title = f"funding AR(1) posterior, {fit.dist} shocks ({fit.n_obs} rates, every {fit.interval_hours:g} h)"
+    name = "two-factor" if fit.model == "two_factor" else "AR(1)"
+    title = f"funding {name} posterior, {fit.dist} shocks ({fit.n_obs} rates, every {fit.interval_hours:g} h)"
     table = Table(title=title)
     for col in ("parameter", "mean", "sd", "5%", "95%", "r_hat", "ess"):
         table.add_column(col, justify="left" if col == "parameter" else "right", no_wrap=True)
@@ -384,9 +409,14 @@ def _print_funding_summary(fit: FundingFit, out: Path) -> None:
     console.print(table)
     derived = fit.derived()
     a, sd = derived["annualized_mean"], derived["stationary_sd"]
+    slow = (
+        f"; slow component {derived['slow_share']['mean']:.0%} of the variance"
+        if "slow_share" in derived
+        else ""
+    )
     console.print(
         f"annualized mean {a['mean']:.2%} a year (90%: {a['q05']:.2%} to {a['q95']:.2%}); "
-        f"stationary sd {sd['mean']:.3g} per interval",
+        f"stationary sd {sd['mean']:.3g} per interval{slow}",
         highlight=False,
     )
     if fit.ppc:

@@ -92,19 +92,23 @@ def model_from_calibration(
 def funding_from_calibration(
     cfg: Config, base_dir: str | Path = "."
 ) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Calibrate ``market.funding`` (kind ar1 with a ``calibrate`` block) to its funding file.
+    """Calibrate ``market.funding`` (kind ar1 or two_factor, with a ``calibrate`` block) to its
+    funding file: :func:`levopt.calibrate.funding.fit_funding` with ``model`` the kind.
 
     Returns the posterior draws the engine simulates with (``mean``, ``phi``, ``vol`` per
-    interval, ``draws`` of them evenly spaced through the chains; path p uses draw p % draws) and
-    the calibration summary. Student-t innovations are simulated as normal ones of the same
-    standard deviation, vol·sqrt(df / (df − 2)).
+    interval, and ``slow_phi``, ``slow_vol`` for two_factor; ``draws`` of them evenly spaced
+    through the chains; path p uses draw p % draws) and the calibration summary. Student-t
+    innovations (ar1 only) are simulated as normal ones of the same standard deviation,
+    vol·sqrt(df / (df − 2)); the config refuses them with two_factor when it is loaded.
     """
     spec = cfg.market.funding
     c = spec.calibrate  # type: ignore[union-attr]
+    model = "two_factor" if spec.kind == "two_factor" else "ar1"  # type: ignore[union-attr]
     path = Path(os.path.normpath(resolve_path(base_dir, c.data)))
     rates = read_funding(path, c.column, field="market.funding.calibrate.column")
     fit = fit_funding(
         rates,
+        model=model,
         interval_hours=cfg.market.interval_hours() or 8.0,
         dist=c.dist,
         num_warmup=c.warmup,
@@ -115,7 +119,7 @@ def funding_from_calibration(
     )
     n = fit.draws["mean"].size
     pick = np.linspace(0, n - 1, min(c.draws, n)).round().astype(int)
-    draws = {k: np.asarray(fit.draws[k])[pick] for k in ("mean", "phi", "vol")}
+    draws = {k: np.asarray(fit.draws[k])[pick] for k in fit.point() if k != "df"}
     if "df" in fit.draws:
         df = np.asarray(fit.draws["df"])[pick]
         draws["vol"] = draws["vol"] * np.sqrt(df / (df - 2.0))

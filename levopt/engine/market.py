@@ -99,6 +99,10 @@ class FundingConfig(StrictModel):
             raise ValueError(f"kind {self.kind} needs mean (rate per interval) or a calibrate block")
         if self.calibrate is not None and {"mean", "phi", "vol", *slow} & self.model_fields_set:
             raise ValueError("give either the process's parameters or calibrate, not both")
+        if self.kind == "two_factor" and self.calibrate is not None and self.calibrate.dist != "normal":
+            raise ValueError(
+                "kind two_factor is calibrated with normal shocks; allowed: calibrate.dist normal"
+            )
         return self
 
 
