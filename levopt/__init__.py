@@ -14,6 +14,7 @@ from levopt.errors import ConfigError, DataError, InfeasibleError, LevoptError, 
 from levopt.objectives import METRICS, ConvexForm, Metric, objective, register_metric
 from levopt.paths import MODELS, PathModel, register_model
 from levopt.policies import POLICIES, Policy, register_policy
+from levopt.position import position_risk
 from levopt.problem import Problem
 from levopt.runner import build, evaluate, run, simulate
 from levopt.sweep import run_sweep
@@ -37,6 +38,7 @@ __all__ = [
     "evaluate",
     "load_config",
     "objective",
+    "position_risk",
     "register_metric",
     "register_model",
     "register_policy",

@@ -1,4 +1,4 @@
-"""The ``levopt`` command line: evaluate | run | calibrate | report | data | liq-price."""
+"""The ``levopt`` command line: evaluate | run | calibrate | report | data | liq-price | position."""
 
 from __future__ import annotations
 
@@ -31,13 +31,14 @@ from levopt.errors import ConfigError, LevoptError
 from levopt.estimate import check_executor
 from levopt.io import write_json
 from levopt.outputs import claim_file, claim_run_dir, reset_crash_log_dir, write_crash_log
+from levopt.position import PositionRequest, parse_interval
 from levopt.report import make_report
 from levopt.report.cli import report_command
 from levopt.resources import check_memory, check_memory_all
 from levopt.runner import evaluate as run_evaluate
 from levopt.runner import run as run_optimize
 from levopt.sweep import SweepRunner
-from levopt.terminal import evaluate_summary, json_text, run_summary, search_bar
+from levopt.terminal import evaluate_summary, json_text, position_summary, run_summary, search_bar
 from levopt.venues.cli import liq_price_command, tiers_command
 
 app = typer.Typer(
@@ -250,6 +251,120 @@ def _run_sweep(
 def _write_report(out: Path) -> None:
     path = make_report(out)
     console.print(f"report: {path}")
+
+
+@app.command()
+def position(
+    position_: Annotated[
+        Optional[list[str]],  # noqa: UP045
+        typer.Option("--position", "-p", help="An open position: 'long 2 @ 60000' (repeatable; one symbol)."),
+    ] = None,
+    positions_file: Annotated[
+        Optional[Path],  # noqa: UP045
+        typer.Option("--positions", help="JSON or YAML list of positions {side, quantity, entry_price}."),
+    ] = None,
+    wallet_balance: Annotated[
+        Optional[float],  # noqa: UP045
+        typer.Option("--wallet-balance", help="Cross: the wallet; isolated: the position's margin."),
+    ] = None,
+    venue: Annotated[str, typer.Option("--venue", help="Venue rule set.")] = "binance_usdm",
+    symbol: Annotated[
+        Optional[str],  # noqa: UP045
+        typer.Option("--symbol", help="The venue's symbol (default: the venue's, e.g. BTCUSDT)."),
+    ] = None,
+    mode: Annotated[str, typer.Option("--mode", help="cross or isolated.")] = "cross",
+    horizon: Annotated[str, typer.Option("--horizon", help="24h, 7d, ...: a whole number of bars.")] = "24h",
+    data: Annotated[
+        Optional[Path],  # noqa: UP045
+        typer.Option("--data", help="Price file of the symbol (CSV/Parquet/JSON bars)."),
+    ] = None,
+    funding: Annotated[
+        Optional[Path],  # noqa: UP045
+        typer.Option("--funding", help="Funding-rate file (the last 30 days' mean is simulated)."),
+    ] = None,
+    fetch: Annotated[
+        bool,
+        typer.Option("--fetch", help="Read the latest candles and funding through ccxt instead of files."),
+    ] = False,
+    account: Annotated[
+        bool,
+        typer.Option(
+            "--account",
+            help="Read the open positions and wallet from the exchange (keys from LEVOPT_<VENUE>_API_KEY/SECRET).",
+        ),
+    ] = False,
+    timeframe: Annotated[str, typer.Option("--timeframe", help="Bar length with --fetch.")] = "1h",
+    window: Annotated[str, typer.Option("--window", help="Calibration window, e.g. 365d, 90d.")] = "365d",
+    dist: Annotated[str, typer.Option("--dist", help="GARCH shocks: t or normal.")] = "t",
+    gjr: Annotated[
+        bool, typer.Option("--gjr", help="GJR asymmetry (bad news raises volatility more).")
+    ] = False,
+    bayes: Annotated[bool, typer.Option("--bayes", help="Full posterior (NUTS) instead of the MLE.")] = False,
+    drift: Annotated[
+        Optional[float],  # noqa: UP045
+        typer.Option("--drift", help="Annualized drift to simulate (default: the model's estimate)."),
+    ] = None,
+    liquidation_cap: Annotated[
+        float,
+        typer.Option("--liquidation-cap", help="Largest P(liquidation) over the horizon for the suggestion."),
+    ] = 0.01,
+    level: Annotated[float, typer.Option("--level", help="VaR/CVaR level.")] = 0.99,
+    paths: Annotated[int, typer.Option("--paths", help="Monte Carlo paths.")] = 20_000,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the paths.")] = 0,
+    watch: Annotated[
+        Optional[str],  # noqa: UP045
+        typer.Option("--watch", help="Re-evaluate on each new bar, checking every INTERVAL (30s, 5m)."),
+    ] = None,
+    quiet: QuietOpt = False,
+    json_: JsonOpt = False,
+) -> None:
+    """The risk of an open position now: liquidation price, P(liquidated) within the horizon, VaR/CVaR,
+    funding, volatility filtered to the last bar, and the growth-optimal leverage with the trade."""
+    request = PositionRequest.from_cli(
+        positions=position_ or [],
+        positions_file=positions_file,
+        wallet_balance=wallet_balance,
+        venue=venue,
+        symbol=symbol,
+        mode=mode,
+        horizon=horizon,
+        data=data,
+        funding=funding,
+        fetch=fetch,
+        account=account,
+        timeframe=timeframe,
+        window=window,
+        dist=dist,
+        gjr=gjr,
+        bayes=bayes,
+        drift=drift,
+        liquidation_cap=liquidation_cap,
+        level=level,
+        paths=paths,
+        seed=seed,
+    )
+    interval = parse_interval(watch, "--watch") if watch is not None else None
+    result, state = request.answer()
+    _show_position(result, quiet, json_)
+    if interval is None:
+        return
+    try:
+        for result, changes in request.watch(state, interval):
+            if json_:
+                sys.stdout.write(json_text(result))
+                sys.stdout.flush()
+            elif not quiet:
+                console.print(changes)
+    except KeyboardInterrupt:
+        console.print("stopped watching", highlight=False)
+
+
+def _show_position(result: dict, quiet: bool, json_: bool) -> None:
+    if not quiet:
+        console.print(position_summary(result))
+    if json_:
+        sys.stdout.write(json_text(result))
+        sys.stdout.flush()
 
 
 app.command("calibrate")(calibrate_command)

@@ -336,3 +336,93 @@ __all__ = [
     "run_summary",
     "search_bar",
 ]
+
+
+# ---------------------------------------------------------------------------------------------
+# Position risk
+
+
+def _pm(value: Any, stderr: Any, scale: float = 1.0, unit: str = "") -> str:
+    """``value ± s.e.`` rounded to the s.e., or the value alone when the s.e. is 0 or missing."""
+    v, e = num(value) * scale, num(stderr) * scale
+    if not math.isfinite(v):
+        return fmt_number(v)
+    if not (math.isfinite(e) and e > 0):
+        return f"{fmt_number(v, 4)}{unit}"
+    shown, err = round_to_stderr(v, e)
+    return f"{shown}{unit} ± {err}{unit}"
+
+
+def position_summary(result: dict[str, Any]) -> Group:
+    """``levopt position``: where the liquidation price is, how likely it is hit within the
+    horizon, the tail loss and funding, the model filtered to now, and the suggested trade."""
+    ccy = "USDT" if str(result.get("symbol", "")).endswith("USDT") else ""
+    money = f" {ccy}" if ccy else ""
+    hours = num(result.get("horizon_hours"))
+    horizon = f"{fmt_number(hours, 3)} h" if hours < 48 else f"{fmt_number(hours / 24, 3)} d"
+    dist = result.get("distance") or {}
+    model = result.get("model") or {}
+    sugg = result.get("suggested") or {}
+    funding = result.get("funding") or {}
+    table = Table(
+        title=f"{result.get('symbol')} on {result.get('venue')} ({result.get('mode')} margin), "
+        f"price {fmt_number(result.get('price'), 8)} at {result.get('as_of')}",
+        title_justify="left",
+        caption="± one Monte Carlo standard error",
+    )
+    table.add_column("")
+    table.add_column("value", justify="right")
+    table.add_row("equity (wallet + unrealized P&L)", f"{fmt_number(result.get('equity'), 8)}{money}")
+    table.add_row(
+        "notional / leverage",
+        f"{fmt_number(result.get('notional'), 8)}{money} / {fmt_lev(result.get('leverage'))}",
+    )
+    liq = num(result.get("liquidation_price"))
+    if liq > 0:
+        table.add_row(
+            "liquidation price",
+            f"{fmt_number(liq, 8)} ({fmt_number(dist.get('pct'), 3)}%, {fmt_number(dist.get('daily_sd'), 3)} daily s.d.)",
+        )
+    else:
+        table.add_row("liquidation price", "none above 0")
+    table.add_row(
+        f"P(liquidated within {horizon})",
+        _pm(result.get("liquidation_probability"), result.get("liquidation_probability_stderr"), 100.0, "%"),
+    )
+    level = fmt_number(100 * num(result.get("level")), 3)
+    table.add_row(
+        f"VaR {level}% over {horizon}", _pm(result.get("var"), result.get("var_stderr"), unit=money)
+    )
+    table.add_row(
+        f"CVaR {level}% over {horizon}", _pm(result.get("cvar"), result.get("cvar_stderr"), unit=money)
+    )
+    table.add_row(
+        f"funding expected over {horizon}",
+        f"{fmt_number(funding.get('expected_cost'), 4)}{money} ({fmt_number(100 * num(funding.get('annual_rate')), 3)}%/yr, "
+        f"{funding.get('source')})",
+    )
+    vol_now = _pm(model.get("vol_now_annual"), model.get("vol_now_annual_stderr"), 100.0, "%")
+    table.add_row(
+        "volatility now / long run (annualized)",
+        f"{vol_now} / {fmt_number(100 * num(model.get('vol_long_run_annual')), 3)}%",
+    )
+    trade = sugg.get("trade") or {}
+    table.add_row(
+        f"suggested leverage (growth, P(liq) ≤ {fmt_number(100 * num(sugg.get('liquidation_cap')), 3)}%)",
+        f"{fmt_lev(sugg.get('leverage'))}, bound by {sugg.get('bound_by')}",
+    )
+    table.add_row(
+        "trade to get there",
+        f"{trade.get('side')} {fmt_number(trade.get('quantity'), 6)} ({fmt_number(trade.get('notional'), 6)}{money})",
+    )
+    window = model.get("window") or {}
+    lines = [
+        table,
+        Text(
+            f"model: {model.get('kind')} ({model.get('dist')} shocks, {model.get('method')}) on "
+            f"{window.get('returns')} {window.get('bar')} returns {window.get('first')} to {window.get('last')}"
+        ),
+    ]
+    for warning in (result.get("feed") or {}).get("warnings") or ():
+        lines.append(Text(f"warning: {warning}", style="yellow"))
+    return Group(*lines)
