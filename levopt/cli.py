@@ -254,7 +254,7 @@ def _write_report(out: Path) -> None:
 
 
 @app.command()
-def position(
+def position(  # long because typer declares each of its options in the signature
     position_: Annotated[
         Optional[list[str]],  # noqa: UP045
         typer.Option("--position", "-p", help="An open position: 'long 2 @ 60000' (repeatable; one symbol)."),

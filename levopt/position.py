@@ -22,8 +22,10 @@ each position's notional N_i = side_i × quantity_i × price_i, leverage N_i / W
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import math
+import os
 import re
 import time
 from collections.abc import Iterator, Mapping, Sequence
@@ -424,8 +426,16 @@ def _bayes_model(frame: pd.DataFrame, settings: _Settings, window: int, bar: pd.
     from that draw's variance filtered to the last bar (``initial_variance: last``)."""
     cache = user_cache_root() / "position"
     cache.mkdir(parents=True, exist_ok=True)
-    path = cache / "prices.parquet"
-    frame[["close"]].to_parquet(path)
+    # Named by content: the config points at exactly these prices, and runs never share a file.
+    closes = frame[["close"]]
+    digest = hashlib.sha256(closes.index.asi8.tobytes() + closes["close"].to_numpy().tobytes()).hexdigest()[
+        :16
+    ]
+    path = cache / f"prices-{digest}.parquet"
+    if not path.is_file():
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")
+        closes.to_parquet(tmp)
+        os.replace(tmp, path)
     start = frame.index[-window - 1].isoformat()
     section: dict[str, Any] = {
         "kind": "garch",
@@ -672,24 +682,10 @@ def answer(
     bar = infer_frequency(frame.index)
     _steps(settings.hours, bar)
     per_day = round(86400.0 / bar.total_seconds())
-    dt = bar.total_seconds() / (365.0 * 86400.0)
     window = max(2, int(round(settings.window_days * per_day)))
     returns = log_returns(frame).to_numpy()[-window:]
-    first, last = frame.index[-len(returns) - 1].isoformat(), frame.index[-1].isoformat()
-    if settings.bayes:
-        model = _bayes_model(frame, settings, len(returns), bar)
-    else:
-        if previous is not None and previous.get("fit") is not None:
-            fit = _refilter(previous["fit"], returns)
-        else:
-            try:
-                fit = fit_garch_mle(returns, dt=dt, dist=settings.dist, gjr=settings.gjr)
-            except ConfigError as exc:
-                raise ConfigError(
-                    "--window" if exc.field == "returns" else exc.field,
-                    str(exc).removeprefix(f"{exc.field}: "),
-                ) from None
-        model = _mle_model(fit, settings, per_day, first, last, bar)
+    last = frame.index[-1].isoformat()
+    model = _model_now(settings, frame, returns, bar, previous)
     price = float(frame["close"].iloc[-1])
     _check_alive(account, price, last)
     fund = _funding_rate(funding, account.venue)
@@ -698,22 +694,74 @@ def answer(
     t_fit = time.perf_counter()
     problem = build(cfg)
     estimates = estimate(problem, problem.key(STREAM_PATHS))
-    m, se = estimates["metrics"], estimates["stderr"]
     equity = account.equity(price)
     q, _ = account.net()
     notional = q * price
     report = dict(model.report)
     daily_sd = model.daily_sd
     if settings.bayes and problem.calibration is not None:
-        h_last = (problem.calibration.get("params") or {}).get("h_last") or {}
-        if h_last.get("mean"):
-            daily_sd = math.sqrt(h_last["mean"] * per_day)
-            report["vol_now_annual"] = math.sqrt(h_last["mean"] / dt)
+        derived = problem.calibration.get("derived") or {}
+        vol_last, vol_long = derived.get("vol_last") or {}, derived.get("vol_long_run") or {}
+        if vol_last.get("mean"):
+            report["vol_now_annual"] = vol_last["mean"]
+            report["vol_now_annual_stderr"] = vol_last.get("sd")
+            daily_sd = vol_last["mean"] / math.sqrt(365.0)
+        report["vol_long_run_annual"] = vol_long.get("mean")
         report["calibration"] = problem.calibration
     liq = account.liquidation_price()
     suggested = _suggest(problem, settings, price, equity, q)
     t_end = time.perf_counter()
-    result = {
+    result = _result(
+        account, settings, last, price, equity, notional, liq, daily_sd, estimates, fund, suggested
+    )
+    result |= {
+        "model": report,
+        "feed": feed,
+        "config": cfg,
+        "timings": {"model_s": t_fit - t0, "simulate_s": t_end - t_fit, "total_s": t_end - t0},
+    }
+    state = {"fit": model.fit, "last_bar": frame.index[-1], "result": result}
+    return result, state
+
+
+def _model_now(
+    settings: _Settings, frame: pd.DataFrame, returns: np.ndarray, bar: pd.Timedelta, previous: Any
+) -> _Model:
+    """The volatility model filtered to the last bar: the posterior (``bayes``), the previous
+    answer's fit re-filtered (a watch update), or a new maximum-likelihood fit."""
+    if settings.bayes:
+        return _bayes_model(frame, settings, len(returns), bar)
+    per_day = round(86400.0 / bar.total_seconds())
+    dt = bar.total_seconds() / (365.0 * 86400.0)
+    if previous is not None and previous.get("fit") is not None:
+        fit = _refilter(previous["fit"], returns)
+    else:
+        try:
+            fit = fit_garch_mle(returns, dt=dt, dist=settings.dist, gjr=settings.gjr)
+        except ConfigError as exc:
+            field = "--window" if exc.field == "returns" else exc.field
+            raise ConfigError(field, str(exc).removeprefix(f"{exc.field}: ")) from None
+    first = frame.index[-len(returns) - 1].isoformat()
+    return _mle_model(fit, settings, per_day, first, frame.index[-1].isoformat(), bar)
+
+
+def _result(
+    account: Account,
+    settings: _Settings,
+    last: str,
+    price: float,
+    equity: float,
+    notional: float,
+    liq: float,
+    daily_sd: float,
+    estimates: dict[str, Any],
+    fund: dict[str, Any],
+    suggested: dict[str, Any],
+) -> dict[str, Any]:
+    """The answer's account, liquidation, risk and funding fields (the engine's fractions of equity
+    turned into the account's currency)."""
+    m, se = estimates["metrics"], estimates["stderr"]
+    return {
         "venue": account.venue,
         "symbol": account.symbol,
         "mode": account.mode,
@@ -741,13 +789,7 @@ def answer(
         "expected_pnl_stderr": se["mean_return"] * equity,
         "funding": fund | {"expected_cost": fund["annual_rate"] * notional * settings.hours / HOURS_PER_YEAR},
         "suggested": suggested,
-        "model": report,
-        "feed": feed,
-        "config": cfg,
-        "timings": {"model_s": t_fit - t0, "simulate_s": t_end - t_fit, "total_s": t_end - t0},
     }
-    state = {"fit": model.fit, "last_bar": frame.index[-1], "result": result}
-    return result, state
 
 
 def _check_alive(account: Account, price: float, when: str) -> None:
@@ -804,7 +846,7 @@ def _suggest(problem: Any, settings: _Settings, price: float, equity: float, q: 
 
 SEARCH_STREAM = 7
 """``fold_in`` tag of the suggestion search's paths (apart from the reported estimates')."""
-SEARCH_PATHS = 8192
+SEARCH_PATHS = 4096
 """Paths of the suggestion search (common random numbers across its evaluations)."""
 
 
@@ -838,14 +880,17 @@ def search_leverage(
             mid = 0.5 * (lo + hi)
             lo, hi = (mid, hi) if at(mid)[1] <= liquidation_cap else (lo, mid)
         hi, bound_by = lo, "liquidation_cap"
-    a, b = 0.0, hi
+    # Golden-section search: each step keeps one interior point, so it costs one evaluation.
     g = (math.sqrt(5) - 1) / 2
+    a, b = 0.0, hi
+    c, d = b - g * (b - a), a + g * (b - a)
     for _ in range(GOLDEN_STEPS):
-        c, d = b - g * (b - a), a + g * (b - a)
         if at(c)[0] >= at(d)[0]:
-            b = d
+            b, d = d, c
+            c = b - g * (b - a)
         else:
-            a = c
+            a, c = c, d
+            d = a + g * (b - a)
     x = 0.5 * (a + b)
     best = max((x, hi, 0.0), key=lambda k: at(k)[0])
     if best != hi:
@@ -858,8 +903,8 @@ def search_leverage(
     }
 
 
-BISECTION_STEPS = 14
-GOLDEN_STEPS = 16
+BISECTION_STEPS = 11
+GOLDEN_STEPS = 14
 
 
 def describe_changes(before: dict[str, Any], after: dict[str, Any]) -> str:

@@ -283,3 +283,17 @@ def test_parsers():
     assert parse_position({"side": "LONG", "quantity": "1_000", "entry_price": 2}).quantity == 1000
     with pytest.raises(ConfigError, match="^position.quantity"):
         parse_position("long -1 @ 5")
+
+
+@pytest.mark.slow
+def test_bayes_answer_is_the_engine_s_with_the_posterior():
+    """--bayes: NUTS on the window, each path its own draw started from its filtered variance; the
+    answer is still levopt.evaluate of the returned (calibrating) config."""
+    frame = garch_prices(1500, seed=3)
+    price = frame["close"].iloc[-1]
+    r = position_risk([f"long 4 @ {price}"], prices=frame, bayes=True, **dict(ASK, window="45d", paths=2048))
+    assert r["model"]["method"].startswith("posterior")
+    assert r["model"]["calibration"]["uncertainty"] == "posterior"
+    assert r["model"]["vol_now_annual"] > 0 and r["distance"]["daily_sd"] > 0
+    e = levopt.evaluate(r["config"])
+    assert r["liquidation_probability"] == e["metrics"]["liquidation_probability"]

@@ -236,7 +236,7 @@ def feed_report(
 # Market data
 
 
-def live_candles(
+def live_candles(  # long because its docstring states the window rule and every argument and error
     venue: str,
     symbol: str,
     *,
@@ -556,7 +556,7 @@ _ACCOUNTS: Mapping[str, _Account] = MappingProxyType(
 _OTHER_ACCOUNT = _Account(_KEY_AND_SECRET, "USDT", _ccxt_total)
 
 
-def account_positions(
+def account_positions(  # long because its docstring lists the ccxt fields read and the credentials
     venue: str,
     symbol: str | None = None,
     *,
