@@ -297,3 +297,19 @@ def test_bayes_answer_is_the_engine_s_with_the_posterior():
     assert r["model"]["vol_now_annual"] > 0 and r["distance"]["daily_sd"] > 0
     e = levopt.evaluate(r["config"])
     assert r["liquidation_probability"] == e["metrics"]["liquidation_probability"]
+
+
+def test_cli_watch_stops_cleanly_on_ctrl_c(monkeypatch, capsys, prices):
+    price = float(pd.read_csv(prices)["close"].iloc[-1])
+
+    def interrupted(seconds):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("levopt.position.time.sleep", interrupted)
+    code, out, err = run_cli(
+        monkeypatch, capsys, "position", "--position", f"long 1 @ {price:.2f}", "--wallet-balance", "20000",
+        "--data", prices, "--window", "60d", "--paths", "1024", "--dist", "normal", "--watch", "30s",
+    )  # fmt: skip
+    assert code == 0, err
+    assert "stopped watching" in err and "Traceback" not in err
+    assert "liquidation price" in err  # the first answer's table was shown
