@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import json
 import math
 import os
 import re
@@ -36,7 +35,6 @@ from typing import Any
 import jax
 import numpy as np
 import pandas as pd
-import yaml
 
 from levopt.cache import user_cache_root
 from levopt.calibrate import GarchFit, filter_garch, fit_garch_mle
@@ -50,7 +48,6 @@ from levopt.data.load import (
 )
 from levopt.errors import ConfigError, DataError
 from levopt.estimate import estimate
-from levopt.io import read_text
 from levopt.objectives import get_metric
 from levopt.precision import scoped_x64
 from levopt.problem import STREAM_PATHS
@@ -63,6 +60,7 @@ from levopt.venues import (
     live_candles,
     live_funding,
 )
+from levopt.venues.cli import load_positions
 
 SIDES = {"long": 1.0, "short": -1.0}
 HOURS_PER_YEAR = 365.0 * 24.0
@@ -186,25 +184,6 @@ def parse_interval(text: str, field: str = "interval") -> float:
     if not seconds >= 1:
         raise ConfigError(field, f"{text!r}; allowed: at least 1s")
     return seconds
-
-
-def load_positions(path: str | Path, field: str = "--positions") -> list[dict[str, Any]]:
-    """Positions from a JSON or YAML file: a list, or a mapping with a ``positions`` list."""
-    p = Path(path)
-    text = read_text(p, field)
-    try:
-        doc = json.loads(text) if p.suffix.lower() == ".json" else yaml.safe_load(text)
-    except (json.JSONDecodeError, yaml.YAMLError) as exc:
-        raise ConfigError(
-            field, f"{p}: not valid {'JSON' if p.suffix.lower() == '.json' else 'YAML'} ({exc})"
-        ) from None
-    if isinstance(doc, dict) and set(doc) == {"positions"}:
-        doc = doc["positions"]
-    if not isinstance(doc, list) or not doc or not all(isinstance(x, dict) for x in doc):
-        raise ConfigError(
-            field, f"{p}: expected a list of positions (mappings with side, quantity, entry_price)"
-        )
-    return doc
 
 
 @dataclass(frozen=True)
@@ -516,7 +495,7 @@ class PositionRequest:
         """Check every flag before anything is read or computed; each error names its flag."""
         specs: list[Any] = list(positions)
         if positions_file is not None:
-            specs += load_positions(positions_file)
+            specs += load_positions(Path(positions_file))
         settings = _settings(
             horizon, window, dist, gjr, bayes, drift, liquidation_cap, level, paths, seed, cli=True
         )

@@ -229,6 +229,7 @@ def test_interval_coverage():
 # --- Student-t shocks ------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_student_t_recovers_degrees_of_freedom():
     """On t₄ shocks the posterior of df is within Z sd of 4; on normal shocks the t MLE's 1/df is
     within Z s.e. of 0, the s.e. being 1/√(1.5 T) (the efficient Fisher information of 1/ν at the
@@ -459,6 +460,7 @@ def test_real_btcusdt_funding():
     json.dumps(fit.to_dict(), allow_nan=False)
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not BTC_FUNDING.is_file(), reason="shared/data/btcusdt_funding_8h.csv is not available")
 @QUIET_R_HAT
 def test_real_btcusdt_funding_two_factor():

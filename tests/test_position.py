@@ -313,3 +313,30 @@ def test_cli_watch_stops_cleanly_on_ctrl_c(monkeypatch, capsys, prices):
     assert code == 0, err
     assert "stopped watching" in err and "Traceback" not in err
     assert "liquidation price" in err  # the first answer's table was shown
+
+
+def test_cli_positions_file_nets_the_legs(monkeypatch, capsys, prices, tmp_path):
+    """Two long legs and a short one on one symbol: the answer holds the net position, and its
+    liquidation price is the calculator's for the net quantity at the remaining legs' entry."""
+    price = float(pd.read_csv(prices)["close"].iloc[-1])
+    legs = tmp_path / "legs.yaml"
+    legs.write_text(
+        "positions:\n"
+        f"  - {{side: long, quantity: 2, entry_price: {price:.2f}}}\n"
+        f"  - {{side: long, quantity: 1, entry_price: {price * 1.02:.2f}}}\n"
+        f"  - {{side: short, quantity: 0.5, entry_price: {price * 0.99:.2f}}}\n"
+    )
+    code, out, err = run_cli(
+        monkeypatch, capsys, "position", "--positions", legs, "--wallet-balance", "30000", "--data", prices,
+        "--window", "60d", "--paths", "1024", "--dist", "normal", "--json", "--quiet",
+    )  # fmt: skip
+    assert code == 0, err
+    doc = json.loads(out)
+    assert doc["notional"] == pytest.approx(2.5 * price)
+    entry = (2 * round(price, 2) + round(price * 1.02, 2)) / 3
+    # The short leg closed against the longs at the net entry: its P&L vs its own entry joins the wallet.
+    wallet = 30_000 - 0.5 * (entry - round(price * 0.99, 2))
+    want = liquidation_price(
+        "binance_usdm", side="long", quantity=2.5, entry_price=entry, wallet_balance=wallet
+    )
+    assert doc["liquidation_price"] == pytest.approx(want, rel=1e-12)

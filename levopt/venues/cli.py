@@ -18,16 +18,19 @@ from levopt.venues import VENUES, BracketTable, liquidation_price
 from levopt.venues.fetch import CCXT_IDS, tiers_cache_path, update_tiers_cache
 
 
-def _load_positions(path: Path) -> list[dict[str, Any]]:
-    """Other cross positions from a JSON or YAML file: a list, or a mapping with a ``positions`` list."""
-    text = read_text(path, "--positions")
+def load_positions(
+    path: Path, keys: str = "side, quantity, entry_price", field: str = "--positions"
+) -> list[dict[str, Any]]:
+    """Positions from a JSON or YAML file: a list of mappings, or a mapping with a ``positions``
+    list; ``keys`` names what each mapping holds, for the message when it is not such a list."""
+    text = read_text(path, field)
     if path.suffix.lower() == ".json":
         try:
             doc = json.loads(text)
         except json.JSONDecodeError as exc:
-            raise ConfigError("--positions", f"{path}: not valid JSON ({exc})") from None
+            raise ConfigError(field, f"{path}: not valid JSON ({exc})") from None
         except RecursionError:
-            raise ConfigError("--positions", f"{path}: nested too deeply to be a list of positions") from None
+            raise ConfigError(field, f"{path}: nested too deeply to be a list of positions") from None
     else:
         try:
             doc = yaml.safe_load(text)
@@ -35,16 +38,15 @@ def _load_positions(path: Path) -> list[dict[str, Any]]:
             problem = " ".join(str(getattr(exc, "problem", None) or exc).split())
             mark = getattr(exc, "problem_mark", None)
             where = f"line {mark.line + 1}: " if mark is not None else ""
-            raise ConfigError("--positions", f"{path}: not valid YAML ({where}{problem})") from None
+            raise ConfigError(field, f"{path}: not valid YAML ({where}{problem})") from None
     if isinstance(doc, dict) and set(doc) == {"positions"}:
         doc = doc["positions"]
     if not isinstance(doc, list) or not all(isinstance(p, dict) for p in doc):
-        raise ConfigError(
-            "--positions",
-            f"{path}: expected a list of positions (mappings with side, quantity, entry_price, mark_price, "
-            "maintenance_rate, maintenance_amount)",
-        )
+        raise ConfigError(field, f"{path}: expected a list of positions (mappings with {keys})")
     return doc
+
+
+_CROSS_KEYS = "side, quantity, entry_price, mark_price, maintenance_rate, maintenance_amount"
 
 
 _FLAGS = {
@@ -106,7 +108,7 @@ def liq_price_command(
     ] = None,
 ) -> None:
     """Print the mark price at which the position's margin meets the venue's maintenance requirement."""
-    others = _load_positions(positions_file) if positions_file is not None else []
+    others = load_positions(positions_file, _CROSS_KEYS) if positions_file is not None else []
     try:
         price = liquidation_price(
             venue,
