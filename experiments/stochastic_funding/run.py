@@ -36,6 +36,7 @@ EXTRA = ("funding_data", "calibrate", "rally_corr", "fixed_leverage")
 def cases(cfg: dict[str, Any]) -> tuple[dict[str, dict | None], dict[str, Any]]:
     """market.funding of each case (None: the constant rate), and the calibration summary."""
     calibrated = {"kind": "ar1", "calibrate": {"data": cfg["funding_data"], **cfg["calibrate"]}}
+    calibrated_two = {"calibrate": calibrated["calibrate"]}
     probe = {k: v for k, v in cfg.items() if k not in (*EXTRA, "objective", "optimizer")}
     probe = copy.deepcopy(probe) | {"paths": 256, "policy": {"kind": "constant", "leverage": 1.0}}
     probe["market"]["funding"] = calibrated
@@ -50,6 +51,8 @@ def cases(cfg: dict[str, Any]) -> tuple[dict[str, dict | None], dict[str, Any]]:
             **post,
             "corr": cfg["rally_corr"],
         },
+        # Funding regimes: a slow component (half-life of days) under the fast one.
+        "two-factor, posterior draws": {"kind": "two_factor", **calibrated_two},
     }, cal
 
 
