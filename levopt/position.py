@@ -137,15 +137,22 @@ def _positive(value: Any, field: str, allowed: str) -> float:
     return x
 
 
+def _seconds(text: Any, bare_unit: str, field: str, example: str) -> float:
+    """A duration in seconds, as :func:`levopt.data.parse_frequency` reads it (``m`` is minutes);
+    a bare number is in ``bare_unit``."""
+    if isinstance(text, bool):
+        raise ConfigError(field, f"{text!r}; allowed: a duration like {example}")
+    if isinstance(text, int | float) or re.fullmatch(r"\s*[0-9]*\.?[0-9]+\s*", str(text)):
+        text = f"{float(text)}{bare_unit}"
+    try:
+        return parse_frequency(str(text)).total_seconds()
+    except DataError:
+        raise ConfigError(field, f"{text!r}; allowed: a duration like {example}") from None
+
+
 def parse_horizon(horizon: str | float | int, field: str = "horizon") -> float:
     """Hours in ``"24h"``, ``"7d"``, ``"90m"``, ``"2w"`` (a bare number is hours)."""
-    if isinstance(horizon, int | float) and not isinstance(horizon, bool):
-        hours = float(horizon)
-    else:
-        m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([mhdw]?)\s*", str(horizon).lower())
-        if m is None:
-            raise ConfigError(field, f"{horizon!r}; allowed: a duration like 24h, 7d, 90m, 2w")
-        hours = float(m[1]) * {"m": 1 / 60, "h": 1.0, "": 1.0, "d": 24.0, "w": 168.0}[m[2]]
+    hours = _seconds(horizon, "h", field, "24h, 7d, 90m, 2w") / 3600.0
     if not (math.isfinite(hours) and 0 < hours <= 24 * 366):
         raise ConfigError(field, f"{horizon!r}; allowed: more than 0 and at most a year")
     return hours
@@ -177,10 +184,7 @@ def _funding_series(funding: Any) -> pd.Series | float | None:
 
 def parse_interval(text: str, field: str = "interval") -> float:
     """Seconds in ``"30s"``, ``"5m"``, ``"1h"`` (a bare number is seconds), at least one second."""
-    m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([smh]?)\s*", str(text).lower())
-    if m is None:
-        raise ConfigError(field, f"{text!r}; allowed: a duration like 30s, 5m, 1h")
-    seconds = float(m[1]) * {"": 1.0, "s": 1.0, "m": 60.0, "h": 3600.0}[m[2]]
+    seconds = _seconds(text, "s", field, "30s, 5m, 1h")
     if not seconds >= 1:
         raise ConfigError(field, f"{text!r}; allowed: at least 1s")
     return seconds

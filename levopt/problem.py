@@ -15,7 +15,6 @@ import numpy as np
 
 from levopt.config import Config
 from levopt.engine import Market, Outcome, draw_noise, simulate_outcome_jit
-from levopt.engine.market import bracket_tables
 from levopt.errors import ConfigError
 from levopt.objectives import Context, MetricSpecs, evaluate_metrics, get_metric, hashable
 from levopt.paths import MODELS, PathModel
@@ -175,23 +174,22 @@ def _check_tier_leverage(cfg: Config, weights: np.ndarray, market: Market | None
     """Opening above a tier's maximum leverage is a config error naming the tier and the maximum."""
     mkt = cfg.market
     n_assets = weights.size
-    tables = bracket_tables(mkt, n_assets, ".") if mkt.brackets is None else None
-    equity = mkt.equity()
     if market is None or market.tiers is None:
         return
+    equity = mkt.equity()
+    labels = mkt.asset_labels(n_assets)
+    tiers = np.asarray(market.tiers.tier(jnp.asarray(weights)))
     lev_cols = np.asarray(market.tiers.max_leverage, float)
     bounds = np.asarray(market.tiers.bounds, float)
     margins = np.asarray(market.isolated_margin, float) if market.isolated_margin is not None else None
     im_total = 0.0
     for i, w in enumerate(weights):
-        k = int(np.sum(w > bounds[i]))
+        k = int(tiers[i])
         max_lev = float(lev_cols[i, k])
         im_total += w / max_lev
         lower = 0.0 if k == 0 else bounds[i, k - 1] * equity
         upper = bounds[i, k] * equity if k < bounds.shape[1] else math.inf
-        where = f"tier {k + 1} (notional {lower:,.0f} to {upper:,.0f})"
-        if tables is not None:
-            where = f"{tables[i].symbol or mkt.venue} {where}"
+        where = f"{labels[i]} tier {k + 1} (notional {lower:,.0f} to {upper:,.0f})"
         if margins is not None and w / margins[i] > max_lev * (1 + 1e-9):
             raise ConfigError(
                 "policy.leverage",

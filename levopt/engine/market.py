@@ -212,6 +212,17 @@ class MarketConfig(StrictModel):
             return 8.0
         return None
 
+    def asset_labels(self, n_assets: int) -> list[str]:
+        """What names each asset's tier table in messages: its symbol, or its ``brackets`` file."""
+        if self.brackets is not None:
+            return [Path(f).name for f in _per_asset(self.brackets, n_assets, "market.brackets", None)]
+        venue = get_venue_checked(self.venue)  # type: ignore[arg-type]
+        return list(
+            _per_asset(
+                self.symbol, n_assets, "market.symbol", venue.default_symbol if n_assets == 1 else None
+            )
+        )
+
     def equity(self) -> float:
         return self.account_equity if self.account_equity is not None else DEFAULT_ACCOUNT_EQUITY
 
@@ -257,9 +268,7 @@ def bracket_tables(cfg: MarketConfig, n_assets: int, base_dir: str | Path = ".")
                     f"market.brackets.{exc.field}", str(exc).removeprefix(f"{exc.field}: ")
                 ) from None
         return out
-    default = venue.default_symbol if n_assets == 1 else None
-    symbols = _per_asset(cfg.symbol, n_assets, "market.symbol", default)
-    return [venue.table(s) for s in symbols]
+    return [venue.table(s) for s in cfg.asset_labels(n_assets)]
 
 
 class Tiers(eqx.Module):
@@ -343,16 +352,14 @@ class Basis(eqx.Module):
         Returns the new basis and whether it jumped (a gap for the liquidation check).
         """
         decay = jnp.exp(-self.kappa * dt)
-        # Var of the OU increment: vol² (1 − e^{−2κdt}) / (2κ), → vol² dt as κ → 0.
-        kdt = self.kappa * dt
-        scale = jnp.where(kdt > 1e-8, -jnp.expm1(-2 * kdt) / (2 * jnp.where(kdt > 1e-8, kdt, 1.0)), 1.0)
-        sd = self.vol * jnp.sqrt(dt * scale)
+        sd = jnp.sqrt(self.step_variance(dt))
         jumped = u < -jnp.expm1(-self.jump_rate * dt)
         b_new = b * decay + sd * z + jnp.where(jumped, self.jump_mean + self.jump_vol * zj, 0.0)
         return b_new, jumped
 
     def step_variance(self, dt: float) -> Array:
-        """Variance of the continuous part of the basis change over one step (from b = 0)."""
+        """Variance of the continuous part of the basis change over one step (from b = 0):
+        vol² (1 − e^{−2κdt}) / (2κ), → vol² dt as κ → 0."""
         kdt = self.kappa * dt
         scale = jnp.where(kdt > 1e-8, -jnp.expm1(-2 * kdt) / (2 * jnp.where(kdt > 1e-8, kdt, 1.0)), 1.0)
         return self.vol**2 * dt * scale

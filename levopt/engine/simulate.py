@@ -295,6 +295,16 @@ def _capped_target(n_target: Array, equity: Array, tiers: Any, market: Market) -
     return n_target * scale, bound
 
 
+def _capped_each(n_target: Array, margin: Array, market: Market) -> tuple[Array, Array]:
+    """Isolated accounts: scale each position down so its initial margin fits its own ``margin``;
+    returns the positions and whether any cap bound."""
+    if market.tiers is None:
+        return n_target, jnp.zeros((), bool)
+    im = market.tiers.initial_margin(n_target)
+    over = im > margin * (1 + 1e-9)
+    return jnp.where(over, n_target * margin / jnp.where(im > 0, im, 1.0), n_target), jnp.any(over)
+
+
 def _rebalance(
     alive: Array,
     t: Array,
@@ -560,12 +570,8 @@ def _rebalance_isolated(
     )
     n_target = jnp.where(alive, n_target * total, 0.0)
     margin = jnp.where(alive, market.isolated_margin * total, e)
-    bound = jnp.zeros((), bool)
-    if market.tiers is not None:
-        im = market.tiers.initial_margin(n_target)
-        over = im > margin * (1 + 1e-9)
-        n_target = jnp.where(over, n_target * margin / jnp.where(im > 0, im, 1.0), n_target)
-        bound = jnp.any(over & alive)
+    # A closed account's target is 0, so only open accounts can bind.
+    n_target, bound = _capped_each(n_target, margin, market)
     cost = jnp.abs(n_target - n) * market.trading_cost_rate
     e_new = jnp.where(alive, margin - cost, e)
     free_new = total - jnp.sum(jnp.where(alive, margin, e))
@@ -632,12 +638,7 @@ def _open_isolated(
 ) -> _Carry:
     one = jnp.ones((), dtype)
     margin = market.isolated_margin.astype(dtype)
-    bound = jnp.zeros((), bool)
-    if market.tiers is not None:
-        im = market.tiers.initial_margin(n0)
-        over = im > margin * (1 + 1e-9)
-        n0 = jnp.where(over, n0 * margin / jnp.where(im > 0, im, 1.0), n0)
-        bound = jnp.any(over)
+    n0, bound = _capped_each(n0, margin, market)
     e0 = margin - jnp.abs(n0) * market.trading_cost_rate
     nm = n0 * mark
     hit = (n0 != 0) & (e0 + (nm - n0) <= _account_requirements(market, nm))
