@@ -299,6 +299,10 @@ def test_model_conformance(name, data_dir):
     """float64: shapes, determinism given a key, finite gradients; float32: dtypes, vmap over keys."""
     cls = MODELS.get(name)
     policy = POLICIES.get("constant").example
+    n_assets = max((len(v) for v in cls.example.values() if isinstance(v, list) and np.ndim(v) == 1), default=1)
+    if n_assets > 1:
+        weights = [policy["leverage"] / n_assets] * n_assets
+        policy = {k: v for k, v in policy.items() if k != "leverage"} | {"weights": weights}
     problem = levopt.build(_config(cls.example, policy, "float64"), base_dir=data_dir)
     key = problem.key(STREAM_PATHS)
     outcome = problem.simulate(key, paths=256)

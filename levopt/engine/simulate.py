@@ -174,6 +174,11 @@ def liquidation_level(
     return level, (rates[k] - market.liquidation_fee) * jnp.abs(n) * level - amounts[k]
 
 
+def _step_correlation(model: PathModel, out: Any) -> Array:
+    """The step's correlation factor: the model's own, or the one its step reported (DCC)."""
+    return model.corr_chol if out.corr_chol is None else out.corr_chol
+
+
 def _asset_tiers(market: Market, i: int | Array) -> Any:
     if market.tiers is None:
         return None
@@ -189,13 +194,14 @@ def _bridge(
     w: Array,
     carry_cost: Array,
     market: Market,
-    model: PathModel,
+    corr_chol: Array,
 ) -> tuple[Array, Array, Array]:
     """Brownian-bridge probability that the step crossed the liquidation level, whether the path has
     such a level, and the equity left at that level after the liquidation fee.
 
     ``x``, ``var``: the step's log-change of the monitored (mark) price per asset and its variance;
-    ``n``, ``w``: notional and equity at the start of the step, on the mark price.
+    ``n``, ``w``: notional and equity at the start of the step, on the mark price; ``corr_chol``:
+    the step's correlation factor (several assets).
     """
     gross = jnp.sum(jnp.abs(n))
     if n.shape[0] == 1:
@@ -205,7 +211,7 @@ def _bridge(
         barrier = jnp.log(jnp.where(level > 0, level, 1.0))
         p_bridge = _crossing_probability(x[0], barrier, var[0], n[0] > 0)
         return p_bridge, has_barrier, jnp.maximum(jnp.where(has_barrier, w_at_level, 0.0), 0.0)
-    return _portfolio_bridge(alive, x, var, n, w, carry_cost, market, model)
+    return _portfolio_bridge(alive, x, var, n, w, carry_cost, market, corr_chol)
 
 
 def _portfolio_bridge(
@@ -216,7 +222,7 @@ def _portfolio_bridge(
     w: Array,
     carry_cost: Array,
     market: Market,
-    model: PathModel,
+    corr_chol: Array,
 ) -> tuple[Array, Array, Array]:
     """The bridge for several assets, on the distance to liquidation D = C + Σ c_i e^{x_i}.
 
@@ -242,14 +248,12 @@ def _portfolio_bridge(
     safe_s0 = jnp.where(s0 != 0, s0, 1.0)
     # Geometric branch: log(S/S_0) against log(−C/S_0), downward for a long book.
     ratio = jnp.where(one_sided, -cash / safe_s0, 1.0)
-    log_var = jnp.sum((model.corr_chol.T @ (c / safe_s0 * vol)) ** 2)
+    log_var = jnp.sum((corr_chol.T @ (c / safe_s0 * vol)) ** 2)
     log_end = jnp.log(jnp.where(one_sided & (s_end / safe_s0 > 0), s_end / safe_s0, 1.0))
     p_log = _crossing_probability(log_end, jnp.log(jnp.where(ratio > 0, ratio, 1.0)), log_var, s0 > 0)
     # Arithmetic branch: D from D_0 to D_end against 0.
     d0 = cash + s0
-    p_arith = _crossing_probability(
-        s_end - s0, -d0, jnp.sum((model.corr_chol.T @ (c * vol)) ** 2), jnp.array(True)
-    )
+    p_arith = _crossing_probability(s_end - s0, -d0, jnp.sum((corr_chol.T @ (c * vol)) ** 2), jnp.array(True))
     has_barrier = alive & (gross > 0) & (d0 > 0)
     p_bridge = jnp.where(one_sided, p_log, p_arith)
     # At the level every notional has moved by about the same factor (exactly so for one asset).
@@ -420,7 +424,7 @@ def _step_path(
     w_mark0, n_mark0, w_mark, n_mark_end = _on_mark(market, m0, m1, w, n, w_end, n_end, jnp.sum)
     hit = carry.alive & (w_mark <= market.requirement(n_mark_end))
     p_bridge, has_barrier, w_at_level = _bridge(
-        carry.alive, x_mark, var_mark, n_mark0, w_mark0, carry_cost, market, model
+        carry.alive, x_mark, var_mark, n_mark0, w_mark0, carry_cost, market, _step_correlation(model, out)
     )
     p = jnp.where(hit, 1.0, jnp.where(has_barrier, p_bridge, 0.0))
     w_liq = _liquidation_equity(market, gap, w_mark, jnp.sum(jnp.abs(n_mark_end)), w_at_level)

@@ -33,11 +33,15 @@ class StepOut(NamedTuple):
             the step's log-return; the Brownian bridge between the step's end points uses it.
         gap: scalar bool, True when the step contains a jump, so that a liquidation triggered in it
             happens at the post-jump price rather than at the liquidation level.
+        corr_chol: ``(n_assets, n_assets)`` lower Cholesky factor of the step's conditional
+            correlation, for models whose correlation moves (DCC); None means the model's constant
+            :attr:`PathModel.corr_chol`. The multi-asset liquidation bridge reads it.
     """
 
     log_return: Array
     vol: Array
     gap: Array
+    corr_chol: Array | None = None
 
 
 class PathModel(eqx.Module):
