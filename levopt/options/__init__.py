@@ -3,6 +3,22 @@ options as listed on Deribit. All functions are JAX: broadcasting, ``jit``/``vma
 float32 or float64 following the inputs."""
 
 from levopt.options.inverse import inverse_greeks, inverse_price
+from levopt.options.margin import (
+    DERIBIT_BTC_FUTURES,
+    DERIBIT_OPTIONS,
+    DERIBIT_SCENARIOS,
+    DERIBIT_SOL_FUTURES,
+    FutureMarginRules,
+    Margin,
+    OptionMarginRules,
+    ScenarioMargin,
+    ScenarioRules,
+    future_margin,
+    scenario_margin,
+    shocked_vols,
+    standard_book_margin,
+    standard_option_margin,
+)
 from levopt.options.pricing import (
     KINDS,
     Greeks,
@@ -15,14 +31,28 @@ from levopt.options.pricing import (
 )
 
 __all__ = [
+    "DERIBIT_BTC_FUTURES",
+    "DERIBIT_OPTIONS",
+    "DERIBIT_SCENARIOS",
+    "DERIBIT_SOL_FUTURES",
     "KINDS",
+    "FutureMarginRules",
     "Greeks",
+    "Margin",
+    "OptionMarginRules",
+    "ScenarioMargin",
+    "ScenarioRules",
     "black76",
     "black_scholes",
     "check_option_inputs",
     "elasticity",
+    "future_margin",
     "greeks",
     "inverse_greeks",
     "inverse_price",
     "option_sign",
+    "scenario_margin",
+    "shocked_vols",
+    "standard_book_margin",
+    "standard_option_margin",
 ]
