@@ -1,5 +1,6 @@
 """``levopt calibrate``: fit a path model to price history and write the posterior, its draws and a
-posterior predictive check; or, with ``--model funding``, fit a funding-rate model (the AR(1), or
+posterior predictive check (``--model dcc_garch``: several assets, ``--data`` repeated or one file
+with a price column per asset); or, with ``--model funding``, fit a funding-rate model (the AR(1), or
 with ``--funding-model two_factor`` a slow and a fast AR(1) summed) to a funding history
 (:mod:`levopt.calibrate.funding`) and write ``funding_calibration.json``.
 """
@@ -23,6 +24,7 @@ from levopt.calibrate.funding import MODELS as FUNDING_MODELS
 from levopt.calibrate.funding import FundingFit, fit_funding, read_funding
 from levopt.calibrate.posterior import calibrate_config, calibration_key
 from levopt.calibrate.ppc import posterior_predictive_check
+from levopt.calibrate.returns import multi_returns
 from levopt.config import config_dir, load_config
 from levopt.config.limits import MAX_INDEX, MAX_SEED
 from levopt.data.load import infer_frequency, load_prices
@@ -43,16 +45,17 @@ def calibrate_command(
         ),
     ] = None,
     data: Annotated[
-        Optional[Path],  # noqa: UP045
+        Optional[list[Path]],  # noqa: UP045
         typer.Option(
             "--data",
             help="Price file (CSV, JSON or Parquet; a funding file with --model funding) to calibrate to, "
-            "instead of a config.",
+            "instead of a config. --model dcc_garch: repeat it, one file per asset (aligned on their "
+            "common timestamps), or give one file with a price column per asset.",
         ),
     ] = None,
     model: Annotated[
         Optional[str],  # noqa: UP045
-        typer.Option("--model", help="gbm | merton | garch | funding (default garch)"),
+        typer.Option("--model", help="gbm | merton | garch | dcc_garch | funding (default garch)"),
     ] = None,
     dist: Annotated[
         Optional[str],  # noqa: UP045
@@ -75,7 +78,11 @@ def calibrate_command(
     ] = None,
     column: Annotated[
         Optional[str],  # noqa: UP045
-        typer.Option("--column", help="Close price column, or funding-rate column (default: detected)."),
+        typer.Option(
+            "--column",
+            help="Close price column, or funding-rate column (default: detected); dcc_garch with one "
+            "file: its asset columns, comma-separated (default: all).",
+        ),
     ] = None,
     timestamp_column: Annotated[
         Optional[str],  # noqa: UP045
@@ -115,7 +122,7 @@ def calibrate_command(
 ) -> None:
     """Calibrate a path model by NUTS; write posterior.json, draws.parquet and ppc.json to --out
     (--model funding: a funding-rate model, to funding_calibration.json)."""
-    if (config is None) == (data is None):
+    if (config is None) == (not data):
         raise ConfigError("calibrate", "give either a CONFIG file or --data FILE (not both)")
     if funding_model is not None and (config is not None or model != "funding"):
         raise ConfigError("--funding-model", "applies to --data with --model funding only; drop it")
@@ -135,7 +142,9 @@ def calibrate_command(
             keep_last=keep_last,
         )
         settings = {"warmup": warmup, "samples": samples, "chains": chains, "seed": seed}
-        _calibrate_funding(data, dist, funding_model, column, settings, ppc_paths, out, force)
+        _calibrate_funding(
+            _one_file(data, "funding"), dist, funding_model, column, settings, ppc_paths, out, force
+        )
         return
     else:
         result, key, request = _from_data(
@@ -170,8 +179,20 @@ def _reject_model_options(**options: str | None) -> None:
             )
 
 
+def _one_file(data: list[Path] | None, kind: str) -> Path:
+    """The single ``--data`` file of a one-asset model."""
+    files = list(data or [])
+    if len(files) != 1:
+        raise ConfigError(
+            "--data",
+            f"{len(files)} files given; --model {kind} takes one (several files, one asset each, "
+            "only with --model dcc_garch)",
+        )
+    return files[0]
+
+
 def _from_data(
-    data: Path,
+    data: list[Path],
     *,
     model: str | None,
     dist: str | None,
@@ -190,14 +211,18 @@ def _from_data(
     ppc_paths: int,
 ) -> Any:
     kind = model or _DEFAULTS["model"]
-    if kind not in ("gbm", "merton", "garch"):
-        raise ConfigError("--model", f"unknown model {kind!r}; allowed: gbm, merton, garch, funding")
+    if kind not in ("gbm", "merton", "garch", "dcc_garch"):
+        raise ConfigError(
+            "--model", f"unknown model {kind!r}; allowed: gbm, merton, garch, dcc_garch, funding"
+        )
     dist_ = dist or _DEFAULTS["dist"]
     if dist_ not in ("normal", "t"):
         raise ConfigError("--dist", f"unknown shock distribution {dist_!r}; allowed: normal, t")
     seed_ = _DEFAULTS["seed"] if seed is None else seed
+    absolute = [str(Path(f).expanduser().absolute()) for f in data]
     request = {
-        "data": str(Path(data).expanduser().absolute()),
+        # one file is recorded as a string, as before several files were allowed
+        "data": absolute if kind == "dcc_garch" else str(Path(_one_file(data, kind)).expanduser().absolute()),
         "model": kind,
         "dist": dist_,
         "gjr": gjr,
@@ -214,16 +239,22 @@ def _from_data(
     }
     # Before anything runs: --out can take the results, and the data are readable.
     claim_run_dir(out, "--out", kind="calibration", identity=request, force=force)
+    key = jax.random.fold_in(jax.random.PRNGKey(seed_), 2)
+    if kind == "dcc_garch":
+        result = _calibrate_assets(data, request, key, column=column, timestamp_column=timestamp_column)
+        result.summary["data"] = request["data"]
+        result.summary["diagnostics"]["seed"] = seed_
+        return result, key, request
+    path = _one_file(data, kind)
     prices = load_prices(
-        data,
+        path,
         price_col=column,
         timestamp_col=timestamp_column,
         drop_last_partial=not keep_last,
         option_names=("--timestamp-column", "--column"),
     )
-    prices.attrs["source"] = str(data)
+    prices.attrs["source"] = str(path)
     _check_ppc_memory(ppc_paths, len(prices))
-    key = jax.random.fold_in(jax.random.PRNGKey(seed_), 2)
     result = calibrate(
         prices,
         model=kind,
@@ -239,6 +270,36 @@ def _from_data(
     result.summary["data"] = request["data"]
     result.summary["diagnostics"]["seed"] = seed_
     return result, key, request
+
+
+def _calibrate_assets(
+    data: list[Path], request: dict[str, Any], key: Any, *, column: str | None, timestamp_column: str | None
+) -> Any:
+    """``--model dcc_garch``: the assets' returns aligned (errors name ``--data``), then NUTS."""
+    columns: str | list[str] | None = column
+    if column is not None and len(data) == 1:
+        columns = [c.strip() for c in column.split(",") if c.strip()]
+    returns = multi_returns(
+        data if len(data) > 1 else data[0],
+        steps_per_day=request["steps_per_day"],
+        column=columns,
+        frequency=request["frequency"],
+        drop_last_partial=not request["keep_last"],
+        timestamp_col=timestamp_column,
+        field="--data",
+    )
+    _check_ppc_memory(request["ppc_paths"], returns.values.size)
+    return calibrate(
+        returns,
+        model="dcc_garch",
+        dist=request["dist"],
+        gjr=request["gjr"],
+        steps_per_day=request["steps_per_day"],
+        warmup=request["warmup"],
+        samples=request["samples"],
+        chains=request["chains"],
+        key=key,
+    )
 
 
 PPC_BYTES_PER_VALUE = 64
@@ -268,7 +329,7 @@ def _write_outputs(result: Any, key: Any, out: Path, ppc_paths: int, request: di
     result.to_frame().to_parquet(buf, index=False)
     atomic_write_bytes(out / "draws.parquet", buf.getvalue())
     if ppc_paths > 0:
-        _check_ppc_memory(ppc_paths, int(result.summary.get("n_obs", 0)))
+        _check_ppc_memory(ppc_paths, int(result.returns.values.size))
         write_json(
             out / "ppc.json",
             posterior_predictive_check(result, jax.random.fold_in(key, 1), n_paths=ppc_paths),
@@ -312,13 +373,21 @@ def _print_summary(result: Any, out: Path) -> None:
     for col in ("parameter", "mean", "sd", "5%", "95%", "r_hat", "ess"):
         table.add_column(col, justify="left" if col == "parameter" else "right")
     fmt = lambda v: "" if v is None else f"{v:.4g}"  # noqa: E731
-    rows = {k: result.summary[k] for k in result.params} | result.summary.get("derived", {})
+    params = {k: v for k, v in result.summary.items() if isinstance(v, dict) and "mean" in v}
+    rows = params | result.summary.get("derived", {})
     for name, s in rows.items():
         table.add_row(
             name, fmt(s["mean"]), fmt(s["sd"]), fmt(s["q05"]), fmt(s["q95"]), fmt(s["r_hat"]), fmt(s["ess"])
         )
     console = Console(stderr=True)
     console.print(table)
+    if result.assets:
+        dropped = (result.summary.get("alignment") or {}).get("dropped", {})
+        names = ", ".join(
+            f"[{i}] {a}" + (f" ({dropped[a]} timestamps dropped to align)" if dropped.get(a) else "")
+            for i, a in enumerate(result.assets)
+        )
+        console.print(f"assets: {names}", highlight=False)
     d = result.summary["diagnostics"]
     console.print(
         f"divergences: {d['divergences']}; sampler {result.seconds:.1f} s; wrote {out}/", highlight=False

@@ -32,7 +32,7 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 
-from levopt.errors import DataError
+from levopt.errors import ConfigError, DataError
 
 MIN_ROWS = 30
 """Fewest price rows :func:`load_prices` accepts (29 returns are too few to estimate anything)."""
@@ -593,6 +593,131 @@ def log_returns(df: pd.DataFrame, frequency: str | pd.Timedelta | None = None) -
     r.name = "log_return"
     r.attrs = {"step": step, "source": df.attrs.get("source", "prices")}
     return r
+
+
+# ---------------------------------------------------------------------------------------------
+# Several assets
+
+
+def load_wide_prices(
+    path: str | Path,
+    *,
+    columns: list[str] | None = None,
+    timestamp_col: str | None = None,
+    fmt: Format | None = None,
+    drop_last_partial: bool = False,
+) -> list[pd.Series]:
+    """Close prices of each asset in a file: one series per price column of a wide table
+    (``timestamp, BTC, ETH, ...``), or the close column of a one-asset file (any layout that
+    :func:`load_prices` reads).
+
+    A wide table is one without a close column (close, adj close, price); its price columns are
+    ``columns`` if given, else every column but the timestamp whose cells are all numbers or empty.
+    An empty cell is a bar without a price for that asset (histories of different lengths);
+    :func:`align_prices` drops it.
+
+    Returns:
+        Series of positive floats named by asset (the column, or the file's stem for a one-asset
+        file), indexed by UTC ``timestamp``, sorted and without missing values; each has
+        ``attrs["source"]`` the file name.
+
+    Raises:
+        DataError: naming the file and row, as :func:`load_prices` (unknown column, unparseable,
+            unsorted or duplicate timestamp, non-positive or non-finite price).
+    """
+    raw = _read_raw(Path(path), fmt)
+    name = raw.name
+    if columns is None and _find_column(raw, None, _CLOSE_NAMES, "close price", required=False):
+        df = load_prices(path, timestamp_col=timestamp_col, fmt=fmt, drop_last_partial=drop_last_partial)
+        close = df["close"].rename(Path(path).stem)
+        close.attrs = {"source": name}
+        return [close]
+    time_col = _find_column(raw, timestamp_col, _TIME_NAMES, "timestamp", True, "timestamp_col")
+    if columns is not None:
+        chosen = [_find_column(raw, c, (), "price", True) for c in columns]
+    else:
+        chosen = [c for c in raw.table.columns if c != time_col and _numeric_or_empty(raw.table[c])]
+    if not chosen:
+        raise DataError(f"{name}: no price columns besides the timestamp {time_col!r}")
+    index = parse_timestamps(raw.table[time_col], raw.rows, name, str(time_col))
+    order = order_rows(index, raw.rows, name)
+    out = []
+    for col in chosen:
+        values = _parse_numbers(raw.table[col], raw.rows, name, str(col), positive=True, allow_missing=True)
+        series = pd.Series(values[order], index=index[order], name=str(col))
+        if drop_last_partial and len(series):
+            series = series.iloc[:-1]
+        series = series.dropna()
+        series.index.name = "timestamp"
+        series.attrs = {"source": name}
+        out.append(series)
+    return out
+
+
+def _numeric_or_empty(values: pd.Series) -> bool:
+    text = values.astype(str).str.strip()
+    empty = text.isin(["", "nan", "NaN", "None", "null", "<NA>"])
+    return bool((~empty).any() and pd.to_numeric(text[~empty], errors="coerce").notna().all())
+
+
+@dataclass(frozen=True)
+class AlignedPrices:
+    """Close prices of several assets on the timestamps they all have.
+
+    Attributes:
+        close: ``(rows, assets)`` positive floats, one column per asset (unique names), indexed by
+            the common UTC ``timestamp``.
+        dropped: asset -> how many of its timestamps are not shared by every asset (dropped).
+        sources: asset -> the file (or frame) it came from.
+    """
+
+    close: pd.DataFrame
+    dropped: dict[str, int]
+    sources: dict[str, str]
+
+
+def align_prices(series: list[pd.Series], *, field: str = "data", min_rows: int = MIN_ROWS) -> AlignedPrices:
+    """Align the close prices of several assets on their common timestamps (an inner join).
+
+    Args:
+        series: one close-price Series per asset with a UTC DatetimeIndex (e.g. from
+            :func:`load_wide_prices` or ``load_prices(...)["close"]``); repeated names get a
+            suffix ``_2``, ``_3``.
+        field: how the caller names its input in errors (``--data``, ``model.calibrate.data``).
+        min_rows: fewest common timestamps accepted.
+
+    Raises:
+        ConfigError: naming ``field``: no timestamps in common, or fewer than ``min_rows``.
+    """
+    names: list[str] = []
+    for s in series:
+        base = str(s.name) if s.name is not None else "asset"
+        name, k = base, 1
+        while name in names:
+            k += 1
+            name = f"{base}_{k}"
+        names.append(name)
+    common = series[0].index
+    for s in series[1:]:
+        common = common.intersection(s.index)
+    sources = {n: str(s.attrs.get("source", n)) for n, s in zip(names, series, strict=True)}
+    spans = ", ".join(f"{sources[n]} {_span(s.index)}" for n, s in zip(names, series, strict=True))
+    if len(common) == 0:
+        raise ConfigError(field, f"the price histories have no timestamps in common ({spans})")
+    if len(common) < min_rows:
+        raise ConfigError(
+            field, f"only {len(common)} timestamps in common, at least {min_rows} are needed ({spans})"
+        )
+    close = pd.DataFrame({n: s.reindex(common).to_numpy(float) for n, s in zip(names, series, strict=True)})
+    close.index = pd.DatetimeIndex(common, name="timestamp")
+    dropped = {n: int(len(s) - len(common)) for n, s in zip(names, series, strict=True)}
+    return AlignedPrices(close, dropped, sources)
+
+
+def _span(index: pd.Index) -> str:
+    if len(index) == 0:
+        return "(no rows)"
+    return f"{_fmt_ts(index[0])}..{_fmt_ts(index[-1])}"
 
 
 # ---------------------------------------------------------------------------------------------
