@@ -123,6 +123,7 @@ def build_problem(
         base_dir=base_dir,
         position_weights=weights,
         funding_draws=funding_draws,
+        cascade=cfg.cascade,
     )
     check_opening(cfg, policy, market)
     if market.tiers is not None and market.isolated_margin is None and "weights" in free:

@@ -32,6 +32,7 @@ from typing import Any
 import jax
 import numpy as np
 
+from levopt.cascade import CascadeParams, init_crowd
 from levopt.config import Config, CvxpyConfig, OptaxConfig, parse_objective, parse_optimizer
 from levopt.engine import BLOCK
 from levopt.engine.simulate import plan_chunks
@@ -44,6 +45,8 @@ from levopt.problem import build_model, dtype_of
 CARRY_SCALARS = 9
 """Per-path scalars of the engine's account state besides the notionals, the model's and the
 policy's state: wealth, alive, liquidation step, peak, drawdown, survival and three liquidation sums."""
+CASCADE_SCALARS = 7
+"""Per-path cascade totals carried with a ``cascade:`` block (:class:`levopt.engine.CascadeTotals`)."""
 OUTCOME_SCALARS = 8
 """Per-path fields of an outcome (:class:`levopt.engine.Outcome`)."""
 CVXPY_BYTES_PER_TERM = 3_000
@@ -128,8 +131,13 @@ def path_sizes(cfg: Config, base_dir: str | Path = ".") -> PathSizes:
 
         policy_bytes = _nbytes(jax.eval_shape(policy_init))
     posterior = "calibrate" in cfg.model and cfg.model.get("uncertainty") == "posterior"
+    crowd_bytes = 0
+    if cfg.cascade is not None:
+        # The crowd on its level grid and the path's cascade totals (levopt.engine.CascadeTotals).
+        params = CascadeParams.from_config(cfg.cascade, dtype)
+        crowd_bytes = _nbytes(jax.eval_shape(lambda: init_crowd(params))) + CASCADE_SCALARS * f
     return PathSizes(
-        carry=(CARRY_SCALARS + n) * f + _nbytes(state) + policy_bytes,
+        carry=(CARRY_SCALARS + n) * f + _nbytes(state) + policy_bytes + crowd_bytes,
         noise=math.ceil(_nbytes(noise) / BLOCK),
         outcome=OUTCOME_SCALARS * f,
         params=_nbytes(model) if posterior else 0,

@@ -11,6 +11,7 @@ import numpy as np
 
 from levopt.calibrate import funding_from_calibration, model_from_calibration
 from levopt.config import Config, config_dir, load_config, parse_objective
+from levopt.engine import Market
 from levopt.engine.simulate import simulate_returns_jit
 from levopt.estimate import estimate
 from levopt.objectives import get_metric
@@ -108,7 +109,8 @@ def evaluate(
 def simulate(config: ConfigSource, *, base_dir: str | Path | None = None) -> np.ndarray:
     """Log-returns of the config's path model: ``(paths, steps)``, or ``(paths, steps, assets)``.
 
-    Paths depend on the model only: ``policy`` and ``market`` may be left out of the config.
+    Paths depend on the model only (and on the crowd of a ``cascade:`` block, which they then pass
+    through): ``policy`` and ``market`` may be left out of the config.
     """
     cfg = load_config(config)
     base = config_dir(config, base_dir)
@@ -119,8 +121,11 @@ def simulate(config: ConfigSource, *, base_dir: str | Path | None = None) -> np.
         model, n_draws = build_model(cfg, base), None
     key = jax.random.fold_in(jax.random.PRNGKey(cfg.seed), STREAM_PATHS)
     # Compiled once per model structure and shape: a repeated call pays the computation only.
+    cascade = None
+    if cfg.cascade is not None:
+        cascade = Market.from_config(cfg.market, dtype, n_assets=model.n_assets, cascade=cfg.cascade).cascade
     x = simulate_returns_jit(
-        key, model, paths=cfg.paths, steps=cfg.steps, dt=cfg.dt, dtype=dtype, n_draws=n_draws
+        key, model, paths=cfg.paths, steps=cfg.steps, dt=cfg.dt, dtype=dtype, n_draws=n_draws, cascade=cascade
     )
     x = np.asarray(x)
     return x[..., 0] if x.shape[-1] == 1 else x

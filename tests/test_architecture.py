@@ -270,6 +270,13 @@ def test_a_missing_piece_fails_when_the_class_is_defined():
 
 # --- conformance over every registry entry --------------------------------------------------------
 
+CASCADE = {
+    "crowd": {"long_oi": 5e9, "short_oi": 4e9},
+    "impact": {"kind": "linear", "permanent": 0.5, "daily_volume": 2e10},
+    "bins": 100,
+}
+"""A crowd for the metrics that read one."""
+
 MODEL_NAMES = [n for n in MODELS.names() if not n.startswith("test_")]
 POLICY_NAMES = [n for n in POLICIES.names() if not n.startswith("test_")]
 
@@ -299,7 +306,9 @@ def test_model_conformance(name, data_dir):
     """float64: shapes, determinism given a key, finite gradients; float32: dtypes, vmap over keys."""
     cls = MODELS.get(name)
     policy = POLICIES.get("constant").example
-    n_assets = max((len(v) for v in cls.example.values() if isinstance(v, list) and np.ndim(v) == 1), default=1)
+    n_assets = max(
+        (len(v) for v in cls.example.values() if isinstance(v, list) and np.ndim(v) == 1), default=1
+    )
     if n_assets > 1:
         weights = [policy["leverage"] / n_assets] * n_assets
         policy = {k: v for k, v in policy.items() if k != "leverage"} | {"weights": weights}
@@ -373,9 +382,10 @@ def test_policy_conformance(name):
 def test_metric_conformance(name):
     metric = get_metric(name)
     options = dict(metric.example)
-    problem = levopt.build(
-        _config(GBM.example, {"kind": "constant", "weights": [1.5], "rebalance": 1}, "float64")
-    )
+    cfg = _config(GBM.example, {"kind": "constant", "weights": [1.5], "rebalance": 1}, "float64")
+    if metric.requires == "cascade":
+        cfg["cascade"] = CASCADE
+    problem = levopt.build(cfg)
     if metric.on_outcomes:
         key = problem.key(STREAM_PATHS)
         value = jax.jit(lambda o: metric.value(o, problem.ctx, **options))(problem.simulate(key))

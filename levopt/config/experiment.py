@@ -16,13 +16,14 @@ from pydantic import (
     model_validator,
 )
 
+from levopt.cascade import CascadeConfig
 from levopt.config.calibrated import check_model_section
 from levopt.config.limits import MAX_INDEX, MAX_SEED
 from levopt.config.objective import parse_objective, parse_optimizer
 from levopt.engine.market import MarketConfig
 from levopt.errors import ConfigError
 from levopt.io import read_text
-from levopt.objectives import DEFAULT_METRICS, MetricRef, MetricSpecs
+from levopt.objectives import DEFAULT_METRICS, MetricRef, MetricSpecs, get_metric
 from levopt.paths import MODELS
 from levopt.policies import POLICIES, PolicyConfig
 from levopt.schema import StrictModel, format_validation_error
@@ -40,6 +41,7 @@ class Config(StrictModel):
     ruin_floor: float = Field(1e-6, gt=0, lt=1)
     model: dict[str, Any]
     market: MarketConfig = MarketConfig()
+    cascade: CascadeConfig | None = None
     policy: dict[str, Any] | None = None
     metrics: list[str | MetricRef] | None = None
     objective: dict[str, Any] | None = None
@@ -110,10 +112,13 @@ class Config(StrictModel):
 
     def metric_refs(self) -> list[MetricRef]:
         """The ``metrics`` entries (default: :data:`~levopt.objectives.DEFAULT_METRICS`, and with a
-        venue ``leverage_capped``, how often the venue's maximum leverage capped the policy)."""
+        venue ``leverage_capped``, how often the venue's maximum leverage capped the policy; with a
+        ``cascade:`` block the cascade multiplier and the crowd's liquidated notional)."""
         entries = self.metrics if self.metrics is not None else list(DEFAULT_METRICS)
         if self.metrics is None and self.market.venue is not None:
             entries.append("leverage_capped")
+        if self.metrics is None and self.cascade is not None:
+            entries += ["cascade_multiplier", "crowd_liquidated"]
         return [MetricRef(metric=e) if isinstance(e, str) else e for e in entries]
 
     def metric_specs(self) -> MetricSpecs:
@@ -122,6 +127,10 @@ class Config(StrictModel):
         specs: MetricSpecs = {}
         for i, ref in enumerate(self.metric_refs()):
             ref.resolve(f"metrics[{i}]")
+            if get_metric(ref.metric).requires == "cascade" and self.cascade is None:
+                raise ConfigError(
+                    f"metrics[{i}]", f"{ref.metric} reads the crowd; allowed with a cascade: block"
+                )
             name = ref.label or ref.metric
             if name in specs:
                 raise ConfigError(
@@ -233,6 +242,8 @@ def load_config(
     cfg.model_config_typed()
     if cfg.policy is not None:
         cfg.policy_config_typed()
+    if cfg.cascade is not None:
+        cfg.cascade.check()
     cfg.metric_specs()
     if cfg.objective is not None:
         parse_objective(cfg.objective)

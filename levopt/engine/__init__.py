@@ -3,6 +3,7 @@
 from levopt.engine.market import Market, MarketConfig
 from levopt.engine.simulate import (
     BLOCK,
+    CascadeTotals,
     Outcome,
     Trajectory,
     draw_noise,
@@ -15,6 +16,7 @@ from levopt.engine.simulate import (
 
 __all__ = [
     "BLOCK",
+    "CascadeTotals",
     "draw_noise",
     "liquidation_level",
     "Market",

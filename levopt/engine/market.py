@@ -24,6 +24,7 @@ import numpy as np
 from jax import Array
 from pydantic import Field, model_validator
 
+from levopt.cascade import CascadeConfig, CascadeParams
 from levopt.errors import ConfigError
 from levopt.schema import StrictModel
 from levopt.venues import BracketTable, get_venue, load_brackets
@@ -145,16 +146,20 @@ class MarketConfig(StrictModel):
             )
         return self
 
-    def check(self, n_assets: int = 1) -> None:
-        """Checks across keys, naming the field (run when the market is built, before compiling)."""
-        self._check_venue()
+    def check(self, n_assets: int = 1, *, cascade: bool = False) -> None:
+        """Checks across keys, naming the field (run when the market is built, before compiling);
+        ``cascade``: the experiment has a ``cascade:`` block (the account's size then matters)."""
+        self._check_venue(cascade)
         self._check_isolated(n_assets)
 
-    def _check_venue(self) -> None:
+    def _check_venue(self, cascade: bool = False) -> None:
         if self.venue is None:
             for key in ("symbol", "brackets", "account_equity"):
+                if key == "account_equity" and cascade:
+                    continue
                 if getattr(self, key) is not None:
-                    raise ConfigError(f"market.{key}", "applies with market.venue; allowed: set market.venue")
+                    allowed = "set market.venue" + (" or a cascade: block" if key == "account_equity" else "")
+                    raise ConfigError(f"market.{key}", f"applies with market.venue; allowed: {allowed}")
             return
         venue = get_venue_checked(self.venue)
         if "maintenance_margin" in self.model_fields_set:
@@ -412,7 +417,9 @@ class Market(eqx.Module):
     The venue's parts are ``None`` in the flat-rate market: ``tiers`` (maintenance and maximum
     leverage by notional), ``isolated_margin`` (isolated mode: the wallet fraction of each
     position), ``basis`` (mark price) and ``funding`` (funding settled every
-    ``funding_interval_hours``; ``None`` = continuous accrual at ``funding_rate``).
+    ``funding_interval_hours``; ``None`` = continuous accrual at ``funding_rate``). ``cascade``:
+    the crowd and price impact of a ``cascade:`` block (:mod:`levopt.cascade`), with
+    ``account_equity`` the account's size W_0 in the settlement currency (its own forced flow).
     """
 
     borrow_rate: Array
@@ -426,6 +433,8 @@ class Market(eqx.Module):
     isolated_margin: Array | None = None
     basis: Basis | None = None
     funding: FundingProcess | None = None
+    cascade: CascadeParams | None = None
+    account_equity: Array | None = None
     margin_mode: str = eqx.field(static=True, default="cross")
     funding_interval_hours: float | None = eqx.field(static=True, default=None)
     funding_stochastic: bool = eqx.field(static=True, default=False)
@@ -441,14 +450,26 @@ class Market(eqx.Module):
         base_dir: str | Path = ".",
         funding_draws: dict[str, np.ndarray] | None = None,
         position_weights: Any = None,
+        cascade: CascadeConfig | None = None,
     ) -> Market:
         """Arrays of a market config for a book of ``n_assets``.
 
         ``funding_draws``: posterior draws of the AR(1) funding parameters (``mean``, ``phi``,
         ``vol``, each ``(draws,)``) from a calibration. ``position_weights``: the policy's opening
         weights, for the default isolated margins (each position's share of the gross notional).
+        ``cascade``: the experiment's ``cascade:`` block (one asset only).
         """
-        cfg.check(n_assets)
+        cfg.check(n_assets, cascade=cascade is not None)
+        cascade_params = equity = None
+        if cascade is not None:
+            cascade.check()
+            if n_assets != 1:
+                raise ConfigError(
+                    "cascade",
+                    f"the crowd trades one asset; the model has {n_assets}: allowed with a one-asset model",
+                )
+            cascade_params = CascadeParams.from_config(cascade, dtype)
+            equity = jnp.asarray(cfg.equity(), dtype)
         flat = {k: jnp.asarray(getattr(cfg, k), dtype) for k in _FLAT_FIELDS}
         tiers = None
         if cfg.tiered:
@@ -469,6 +490,8 @@ class Market(eqx.Module):
             isolated_margin=isolated,
             basis=basis,
             funding=funding,
+            cascade=cascade_params,
+            account_equity=equity,
             margin_mode=cfg.mode,
             funding_interval_hours=interval,
             funding_stochastic=stochastic,

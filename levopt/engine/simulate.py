@@ -50,6 +50,7 @@ import jax
 import jax.numpy as jnp
 from jax import Array
 
+from levopt.cascade import CascadeParams, OwnAccount, cascade_step, init_crowd
 from levopt.engine.market import (
     HOURS_PER_YEAR,
     Market,
@@ -79,6 +80,7 @@ class Outcome(NamedTuple):
         liq_wealth: the same sum for W_T.
         liq_drawdown: the same sum for the maximum drawdown.
         capped: int, how many of the path's trades the venue's maximum leverage scaled down.
+        cascade: :class:`CascadeTotals` with a ``cascade:`` block, else None.
     """
 
     wealth: Array
@@ -90,6 +92,31 @@ class Outcome(NamedTuple):
     liq_wealth: Array
     liq_drawdown: Array
     capped: Array
+    cascade: CascadeTotals | None = None
+
+
+class CascadeTotals(NamedTuple):
+    """Per-path read-outs of the crowd's liquidation cascade over the horizon (``Outcome.cascade``,
+    None without a ``cascade:`` block).
+
+    Attributes:
+        exogenous_move: Σ_t |x_t|, the path model's absolute log-returns summed.
+        total_move: Σ_t |y_t|, the same for the cascaded log-returns.
+        crowd_liquidated: the crowd's notional liquidated, settlement currency (the account's own
+            liquidation excluded).
+        largest_cascade: max_t |y_t − x_t|, the largest endogenous part of one step's move.
+        crowd_leverage: the crowd's notional-weighted leverage averaged over the steps.
+        runaway: some step's cascade crossed a bin whose local gain is at least 1.
+        off_grid: the price left the crowd's grid of liquidation levels.
+    """
+
+    exogenous_move: Array
+    total_move: Array
+    crowd_liquidated: Array
+    largest_cascade: Array
+    crowd_leverage: Array
+    runaway: Array
+    off_grid: Array
 
 
 class Trajectory(NamedTuple):
@@ -118,6 +145,9 @@ class _Carry(NamedTuple):
     basis: Any = None
     funding: Any = None
     free_cash: Any = None
+    # With a cascade block: the crowd on its level grid and the path's CascadeTotals.
+    crowd: Any = None
+    cascade: Any = None
     # Isolated accounts' cumulative P&L (fees and liquidations included, margin transfers not).
     pnl: Any = None
 
@@ -416,6 +446,7 @@ def _step_path(
 
     # Financing and funding on the start-of-step balances; exact compounding within the step.
     carry_cost = _carry_cost(w - jnp.sum(n), jnp.sum(n), t, market, venue, carry.funding, dt)
+    x, cascade = _cascade(carry, x, n, w, carry_cost, carry.alive, market, t, dt)
     n_end = n * jnp.exp(x)
     w_end = w + jnp.sum(n_end - n) + carry_cost
 
@@ -450,8 +481,62 @@ def _step_path(
         wealth=w_next, notional=n_next, alive=alive,
         liq_step=jnp.where(hit, (t + 1).astype(jnp.int32), carry.liq_step),
         survival=carry.survival * (1.0 - p), liq=carry.liq + carry.survival * p * branch,
-        model_state=model_state, policy_state=policy_state, capped=capped, basis=basis,
+        model_state=model_state, policy_state=policy_state, capped=capped, basis=basis, **cascade,
     )  # fmt: skip
+
+
+def _cascade(
+    carry: _Carry,
+    x: Array,
+    n: Array,
+    w: Array,
+    carry_cost: Array,
+    alive: Array,
+    market: Market,
+    t: Array,
+    dt: float,
+) -> tuple[Array, dict[str, Any]]:
+    """The step's log-return through the crowd's liquidation cascade, and the carry's cascade
+    fields (``x`` unchanged and no fields without a ``cascade:`` block).
+
+    One asset: ``n``, ``w``, ``carry_cost`` are the account's (the first isolated account's)
+    notional, equity and carrying cost at the start of the step. The account joins the step's flow
+    at its liquidation level with its notional there, in the settlement currency
+    (``market.account_equity`` × n u), so its own forced sale moves the price when it is material.
+    """
+    if market.cascade is None:
+        return x, {}
+    level, _ = liquidation_level(n[0], w, carry_cost, market, _asset_tiers(market, 0))
+    active = alive & (n[0] != 0) & (level > 0)
+    u = jnp.where(active, level, 1.0)
+    own = OwnAccount(
+        level=carry.crowd.log_price + jnp.log(u),
+        notional=jnp.where(active, n[0] * u * market.account_equity, 0.0),
+    )
+    y, info, crowd = cascade_step(x[0], carry.crowd, market.cascade, dt_hours=dt * HOURS_PER_YEAR, own=own)
+    tot = carry.cascade
+    totals = CascadeTotals(
+        exogenous_move=tot.exogenous_move + jnp.abs(x[0]),
+        total_move=tot.total_move + jnp.abs(y),
+        crowd_liquidated=tot.crowd_liquidated + info.long_liquidated + info.short_liquidated,
+        largest_cascade=jnp.maximum(tot.largest_cascade, jnp.abs(y - x[0])),
+        crowd_leverage=tot.crowd_leverage + (info.crowd_leverage - tot.crowd_leverage) / (t + 1),
+        runaway=tot.runaway | info.runaway,
+        off_grid=tot.off_grid | info.off_grid,
+    )
+    return y[None].astype(x.dtype), {"crowd": crowd, "cascade": totals}
+
+
+def _cascade_start(market: Market, dtype: Any) -> dict[str, Any]:
+    """The crowd at t = 0 and empty :class:`CascadeTotals` (nothing without a cascade block)."""
+    if market.cascade is None:
+        return {}
+    zero = jnp.zeros((), dtype)
+    no = jnp.zeros((), bool)
+    return {
+        "crowd": init_crowd(market.cascade),
+        "cascade": CascadeTotals(zero, zero, zero, zero, zero, no, no),
+    }
 
 
 def _isolated_bridge(
@@ -506,6 +591,7 @@ def _step_isolated(
     x, vol = out.log_return, out.vol
     e, n = carry.wealth, carry.notional
     carry_cost = _carry_cost(e - n, n, t, market, venue, carry.funding, dt)
+    x, cascade = _cascade(carry, x, n, e[0], carry_cost[0], carry.alive[0], market, t, dt)
     free_cash = carry.free_cash * jnp.exp(market.cash_rate * dt)
     n_end = n * jnp.exp(x)
     e_end = e + (n_end - n) + carry_cost
@@ -545,7 +631,7 @@ def _step_isolated(
         wealth=e_next, notional=n_next, alive=alive,
         liq_step=jnp.where(first_hit, (t + 1).astype(jnp.int32), carry.liq_step),
         survival=carry.survival * (1.0 - p), liq=liq, model_state=model_state,
-        policy_state=policy_state, capped=capped, basis=basis, free_cash=free_cash, pnl=pnl,
+        policy_state=policy_state, capped=capped, basis=basis, free_cash=free_cash, pnl=pnl, **cascade,
     )  # fmt: skip
 
 
@@ -604,7 +690,8 @@ def _open_path(
     funding = None if not market.funding_stochastic else venue.funding.start().astype(dtype)
     mark = jnp.ones_like(n0) if basis is None else jnp.exp(basis)
     if market.margin_mode == "isolated":
-        return _open_isolated(n0, model_state, policy_state, market, basis, funding, mark, dtype)
+        carry = _open_isolated(n0, model_state, policy_state, market, basis, funding, mark, dtype)
+        return carry._replace(**_cascade_start(market, dtype))
     n0, bound = _capped_target(n0, one, market.tiers, market)
     w0 = one - trading_cost(n0, market.trading_cost_rate)
     if basis is None:
@@ -627,6 +714,7 @@ def _open_path(
         capped=bound.astype(jnp.int32),
         basis=basis,
         funding=funding,
+        **_cascade_start(market, dtype),
     )
 
 
@@ -842,6 +930,7 @@ def _outcome(final: _Carry, market: Market, ruin_floor: float) -> Outcome:
             liq_wealth=liq_w,
             liq_drawdown=liq_dd,
             capped=final.capped,
+            cascade=final.cascade,
         )
     return Outcome(
         wealth=final.wealth,
@@ -853,6 +942,7 @@ def _outcome(final: _Carry, market: Market, ruin_floor: float) -> Outcome:
         liq_wealth=final.liq[:, 1],
         liq_drawdown=final.liq[:, 2],
         capped=final.capped,
+        cascade=final.cascade,
     )
 
 
@@ -945,9 +1035,19 @@ def draw_noise(
 
 
 def simulate_returns(
-    key: Array, model: PathModel, *, paths: int, steps: int, dt: float, dtype: Any, n_draws: int | None = None
+    key: Array,
+    model: PathModel,
+    *,
+    paths: int,
+    steps: int,
+    dt: float,
+    dtype: Any,
+    n_draws: int | None = None,
+    cascade: CascadeParams | None = None,
 ) -> Array:
-    """Log-returns ``(paths, steps, n_assets)`` of the path model, with the engine's random numbers."""
+    """Log-returns ``(paths, steps, n_assets)`` of the path model, with the engine's random numbers;
+    with ``cascade`` (one asset) the returns after the crowd's liquidation cascade (no account of
+    one's own in the flow)."""
     n_blocks = math.ceil(paths / BLOCK)
     n = n_blocks * BLOCK
     path_model = _path_params(model, jnp.zeros((), jnp.int32), n, n_draws)
@@ -956,15 +1056,24 @@ def simulate_returns(
     block_model = _per_block(path_model, n_blocks, batched)
     block_ids = jnp.arange(n_blocks)
 
+    def cascaded(x: Array, crowd: Any) -> tuple[Array, Any]:
+        y, _, crowd = cascade_step(x[0], crowd, cascade, dt_hours=dt * HOURS_PER_YEAR)
+        return y[None].astype(x.dtype), crowd
+
     def body(state: Any, t: Array):
+        model_state, crowd = state
         noise = _block_noise(key, t, block_ids, block_model, batched, dtype)
-        state, out = jax.vmap(lambda s, z, m: m.step(s, z, dt), in_axes=(0, 0, in_model))(
-            state, noise, path_model
+        model_state, out = jax.vmap(lambda s, z, m: m.step(s, z, dt), in_axes=(0, 0, in_model))(
+            model_state, noise, path_model
         )
-        return state, out.log_return
+        x = out.log_return
+        if cascade is not None:
+            x, crowd = jax.vmap(cascaded)(x, crowd)
+        return (model_state, crowd), x
 
     state0 = jax.vmap(lambda m: m.init(dtype), in_axes=(in_model,), axis_size=n)(path_model)
-    _, x = jax.lax.scan(body, state0, jnp.arange(steps, dtype=jnp.int32))
+    crowd0 = None if cascade is None else jax.vmap(lambda _: init_crowd(cascade))(jnp.arange(n))
+    _, x = jax.lax.scan(body, (state0, crowd0), jnp.arange(steps, dtype=jnp.int32))
     return jnp.swapaxes(x, 0, 1)[:paths]
 
 

@@ -104,6 +104,8 @@ class Metric:
         not_convex: why the convex layer cannot use it and what to use instead.
         example: options to exercise it with (the conformance tests run every metric with them).
         tail: for a quantile statistic of loss atoms, its :class:`TailForm` (streamed exactly).
+        requires: a part of the experiment the metric reads besides the account (``"cascade"``: the
+            crowd of a ``cascade:`` block, ``Outcome.cascade``), or None.
     """
 
     name: str
@@ -117,6 +119,7 @@ class Metric:
     not_convex: str | None = None
     example: tuple[tuple[str, Any], ...] = ()
     tail: TailForm | None = None
+    requires: Literal["cascade"] | None = None
 
     def __post_init__(self) -> None:
         if self.fn is None and self.convex is None and self.weights_fn is None:
@@ -186,15 +189,22 @@ class Metric:
     def _per_path(self, out: Array) -> bool:
         return self.aggregate == "mean" or (self.aggregate == "auto" and out.ndim > 0)
 
+    def check_requires(self, outcome: Outcome) -> None:
+        """A metric of the crowd on an outcome without one is a config error, raised while tracing."""
+        if self.requires == "cascade" and outcome.cascade is None:
+            raise ConfigError("metric", f"{self.name} reads the crowd: allowed with a cascade: block")
+
     def value(self, outcome: Outcome, ctx: Context, **options: Any) -> Array:
         if self.fn is None:
             raise ConfigError("metric", f"{self.name!r} is not defined on simulated outcomes")
+        self.check_requires(outcome)
         out = self.fn(outcome, ctx, **options)
         return jnp.mean(out) if self._per_path(out) else out
 
     def stderr(self, outcome: Outcome, ctx: Context, **options: Any) -> Array:
         if self.fn is None:
             raise ConfigError("metric", f"{self.name!r} is not defined on simulated outcomes")
+        self.check_requires(outcome)
         values = self.fn(outcome, ctx, **options)
         if self._per_path(values):
             return jnp.std(values, ddof=1) / jnp.sqrt(values.shape[0])
@@ -225,6 +235,7 @@ def objective(
     convex: ConvexForm | None = None,
     not_convex: str | None = None,
     tail: TailForm | None = None,
+    requires: Literal["cascade"] | None = None,
 ) -> Callable[[Callable[..., Array]], Callable[..., Array]]:
     """Register ``fn(outcome, ctx, **options)`` as a metric usable in configs and objectives.
 
@@ -248,6 +259,7 @@ def objective(
                 None,
                 not_convex,
                 tail=tail,
+                requires=requires,
             )
         )
         return fn

@@ -119,6 +119,74 @@ def leverage_capped(o: Outcome, ctx: Context) -> Array:
     return (o.capped > 0).astype(o.wealth.dtype)
 
 
+# --- the crowd's liquidation cascade (a cascade: block) -----------------------------------------
+
+_CROWD = "it reads the simulated crowd; use optimizer.method: optax"
+
+
+@objective(
+    "cascade_multiplier",
+    higher_is_better=False,
+    description="cascade multiplier: total absolute move over the exogenous one",
+    unit="num",
+    aggregate="mean",
+    not_convex=f"the cascade multiplier {_CROWD}",
+    requires="cascade",
+)
+def cascade_multiplier(o: Outcome, ctx: Context) -> Array:
+    r"""Σ_t |y_t| / Σ_t |x_t| on each path: how much the crowd's forced flow amplified the path
+    model's moves (1: not at all; a uniform crowd of density d under linear impact λ gives
+    1/(1 − λd) on every step that reaches it)."""
+    c = o.cascade
+    return _safe_div(c.total_move, c.exogenous_move) + (c.exogenous_move <= 1e-12)
+
+
+@objective(
+    "crowd_liquidated",
+    higher_is_better=False,
+    description="crowd notional liquidated over the horizon (settlement currency)",
+    unit="num",
+    aggregate="mean",
+    not_convex=f"the crowd's liquidations {_CROWD}",
+    requires="cascade",
+)
+def crowd_liquidated(o: Outcome, ctx: Context) -> Array:
+    """Notional of the crowd's positions liquidated over the horizon, in the settlement currency
+    (longs and shorts, at their liquidation prices; the account's own liquidation excluded)."""
+    return o.cascade.crowd_liquidated
+
+
+@objective(
+    "cascade_probability",
+    higher_is_better=False,
+    description="probability that one step's cascade adds more than `threshold` to the move",
+    unit="pct",
+    aggregate="mean",
+    not_convex=f"the cascade probability {_CROWD}",
+    requires="cascade",
+)
+def cascade_probability(
+    o: Outcome, ctx: Context, threshold: Annotated[float, Field(gt=0, lt=10)] = 0.05
+) -> Array:
+    """P(max_t |y_t − x_t| > threshold): some step's endogenous part of the move (the cascade
+    beyond the path model's own return) exceeds ``threshold`` in log-price (0.05: about 5%)."""
+    return (o.cascade.largest_cascade > threshold).astype(o.wealth.dtype)
+
+
+@objective(
+    "crowd_leverage",
+    higher_is_better=False,
+    description="the crowd's notional-weighted leverage, averaged over the horizon",
+    unit="lev",
+    aggregate="mean",
+    not_convex=f"the crowd's leverage {_CROWD}",
+    requires="cascade",
+)
+def crowd_leverage(o: Outcome, ctx: Context) -> Array:
+    """The crowd's notional-weighted mean leverage, averaged over the steps of each path."""
+    return o.cascade.crowd_leverage
+
+
 @objective(
     "max_drawdown",
     higher_is_better=False,
