@@ -185,9 +185,12 @@ def test_supercritical_crowd_runs_to_the_end_of_the_band(gain):
         assert float(info.long_liquidated) == pytest.approx(d * width, rel=1e-12)
         assert float(jnp.sum(new.long_notional)) <= 1e-6 * d * width
         assert bool(info.runaway) and not bool(info.off_grid)
-    # Past the end of the grid (range 1): reported, and the move is still y = x − λN/V.
+    # Past the end of the grid (range 1): the endogenous part is cut at the grid's edge, reported.
     y, info, _ = step(-0.9, crowd, params)
-    assert float(y) == pytest.approx(-0.9 - gain * width, rel=1e-12) and bool(info.off_grid)
+    assert float(y) == pytest.approx(-1.0, rel=1e-12) and bool(info.off_grid)
+    # The exogenous move alone is never cut.
+    y, info, _ = step(-1.3, crowd, params)
+    assert float(y) == -1.3 and bool(info.off_grid)
 
 
 def test_own_account_adds_its_notional_where_the_move_reaches_it():
@@ -561,7 +564,7 @@ def _with(path: str, value):
         ("impact.daily_volume", 0.0, "cascade.impact.daily_volume"),
         ("impact.decay_hours", 0.0, "cascade.impact.decay_hours"),
         ("impact.kind", "cubic", "cascade.impact.kind"),
-        ("impact.coefficient", 1.0, "cascade.impact.coefficient"),  # a sqrt key under kind linear
+        ("impact.coefficient", 0.8, "cascade.impact.coefficient"),  # a sqrt key under kind linear
         ("bins", 1, "cascade.bins"),
         ("range", 0.5, "cascade.range"),  # the 2x longs' levels lie 0.74 below the start
     ],

@@ -224,3 +224,17 @@ def test_bad_cascade_input_exits_2_naming_the_field(change, field, tmp_path, mon
     path.write_text(yaml.safe_dump(BASE | {"cascade": CROWD | change, "paths": 256}))
     line = user_error(monkeypatch, capsys, "evaluate", str(path), "--out", str(tmp_path / "out"))
     assert line.startswith(field) or field in line, line
+
+
+def test_a_runaway_leverage_loop_stays_finite_and_is_reported():
+    """25x accounts re-levering every day into their own impact grow without bound; the endogenous
+    part of a move is cut at the grid's edge, every number stays finite and cascade_off_grid says so."""
+    loop = _with(CROWD, crowd__target_share=0.3, crowd__refill_days=3.0, impact__temporary=0.1)
+    cfg = _with(BASE | {"cascade": loop}, paths=256, horizon_days=30)
+    problem, outcome = _outcome(cfg)
+    for leaf in jax.tree.leaves(outcome):
+        assert np.all(np.isfinite(np.asarray(leaf, float)))
+    share, _ = _metric(cfg, "cascade_off_grid")
+    assert share > 0
+    x = levopt.simulate(cfg)
+    assert np.all(np.isfinite(x)) and np.all(np.abs(np.cumsum(x, axis=1)) < 50)

@@ -143,8 +143,15 @@ class CascadeConfig(StrictModel):
 
     def check(self, prefix: str = "cascade") -> None:
         """Rules that tie keys together, raising a :class:`ConfigError` that names the field."""
+        impact = self.impact
         for kind, keys in IMPACT_KEYS.items():
-            stray = sorted(keys & self.impact.model_fields_set) if kind != self.impact.kind else []
+            # A key at its default is no stray (a resolved config, dumped and read back, has them all).
+            given = {
+                k
+                for k in keys & impact.model_fields_set
+                if getattr(impact, k) != ImpactConfig.model_fields[k].default
+            }
+            stray = sorted(given) if kind != impact.kind else []
             if stray:
                 raise ConfigError(
                     f"{prefix}.impact.{stray[0]}",

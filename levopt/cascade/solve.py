@@ -409,6 +409,7 @@ def cascade_step(  # long because its docstring states the five stages of a step
     y = sign * fall.move
     # A zero move keeps the sign of a zero x (bit for bit); the derivative is lost only there.
     y = jnp.where((y == 0) & (x == 0), x, y)
+    y, clamped = _within_grid(x, y, crowd.log_price, params.half_width)
     displacement = crowd.displacement + reversion + law.temporary * (y - x - reversion)
     new = _settle(crowd, up, fall, y, displacement)
     long_oi, short_oi = open_interest(new, params)
@@ -425,10 +426,26 @@ def cascade_step(  # long because its docstring states the five stages of a step
         long_open_interest=long_oi,
         short_open_interest=short_oi,
         runaway=fall.runaway,
-        off_grid=fall.beyond_grid | (jnp.abs(new.log_price) > params.half_width),
+        off_grid=fall.beyond_grid | clamped | (jnp.abs(new.log_price) > params.half_width),
         own_liquidated=jnp.any(fall.triggered & own_mask),
     )
     return y, info, new
+
+
+def _within_grid(x: Array, y: Array, log_price: Array, half_width: float) -> tuple[Array, Array]:
+    """The move with its endogenous part y − x cut where it would carry the price off the grid.
+
+    Beyond the grid no level is represented and a runaway loop (constant-leverage accounts
+    re-levering into their own impact) can grow without bound; the cut keeps every number finite
+    and ``off_grid`` reports it. The exogenous move x itself is never cut, so a crowd without
+    impact leaves x unchanged wherever the price goes.
+    """
+    low = jnp.minimum(0.0, -half_width - log_price - x)
+    high = jnp.maximum(0.0, half_width - log_price - x)
+    endogenous = y - x
+    clamped = (endogenous < low) | (endogenous > high) | ~jnp.isfinite(endogenous)
+    cut = x + jnp.clip(jnp.nan_to_num(endogenous), low, high)
+    return jnp.where(clamped, cut, y), clamped
 
 
 def _point_masses(

@@ -113,12 +113,13 @@ class Config(StrictModel):
     def metric_refs(self) -> list[MetricRef]:
         """The ``metrics`` entries (default: :data:`~levopt.objectives.DEFAULT_METRICS`, and with a
         venue ``leverage_capped``, how often the venue's maximum leverage capped the policy; with a
-        ``cascade:`` block the cascade multiplier and the crowd's liquidated notional)."""
+        ``cascade:`` block the cascade multiplier, the crowd's liquidated notional and how often the
+        price left the crowd's grid)."""
         entries = self.metrics if self.metrics is not None else list(DEFAULT_METRICS)
         if self.metrics is None and self.market.venue is not None:
             entries.append("leverage_capped")
         if self.metrics is None and self.cascade is not None:
-            entries += ["cascade_multiplier", "crowd_liquidated"]
+            entries += ["cascade_multiplier", "crowd_liquidated", "cascade_off_grid"]
         return [MetricRef(metric=e) if isinstance(e, str) else e for e in entries]
 
     def metric_specs(self) -> MetricSpecs:

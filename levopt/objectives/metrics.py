@@ -174,6 +174,22 @@ def cascade_probability(
 
 
 @objective(
+    "cascade_off_grid",
+    higher_is_better=False,
+    description="share of paths whose price left the crowd's grid of liquidation levels",
+    unit="pct",
+    aggregate="mean",
+    not_convex=f"the crowd's grid {_CROWD}",
+    requires="cascade",
+)
+def cascade_off_grid(o: Outcome, ctx: Context) -> Array:
+    """Fraction of paths whose price left the crowd's grid (``cascade.range``) at some step: beyond
+    it no liquidation level is represented and the endogenous part of a move is cut at the grid's
+    edge. Well above zero, widen ``range`` or question the crowd (a runaway leverage loop)."""
+    return o.cascade.off_grid.astype(o.wealth.dtype)
+
+
+@objective(
     "crowd_leverage",
     higher_is_better=False,
     description="the crowd's notional-weighted leverage, averaged over the horizon",
