@@ -30,58 +30,40 @@ def calibrate_config(
     ``base_dir``; dcc_garch: a list of files, or one file with a price column per asset)."""
     spec = check_model_section(cfg.model)
     c = spec.calibrate
+    common = {
+        "model": spec.kind,
+        "dist": spec.dist or "normal",
+        "gjr": c.gjr,
+        "steps_per_day": cfg.steps_per_day,
+        "fixed": spec.fixed,
+        "warmup": c.warmup,
+        "samples": c.samples,
+        "chains": c.chains,
+        "key": calibration_key(cfg, spec),
+        "target_accept": c.target_accept,
+        "frequency": c.frequency,
+        "start": c.start,
+        "end": c.end,
+    }
     if spec.kind == "dcc_garch":
-        return _calibrate_dcc(cfg, spec, base_dir), spec
-    path = Path(os.path.normpath(resolve_path(base_dir, c.data)))
-    result = calibrate(
-        _load(path, c),
-        model=spec.kind,
-        dist=spec.dist or "normal",
-        gjr=c.gjr,
-        steps_per_day=cfg.steps_per_day,
-        fixed=spec.fixed,
-        warmup=c.warmup,
-        samples=c.samples,
-        chains=c.chains,
-        key=calibration_key(cfg, spec),
-        target_accept=c.target_accept,
-        frequency=c.frequency,
-        start=c.start,
-        end=c.end,
-    )
-    result.summary["data"] = str(path)
+        # Several files (errors name ``model.calibrate.data``), read with the block's options.
+        files = c.data if isinstance(c.data, list) else [c.data]
+        paths = [Path(os.path.normpath(resolve_path(base_dir, f))) for f in files]
+        result = calibrate(
+            paths if len(paths) > 1 else paths[0],
+            column=c.column,
+            timestamp_col=c.timestamp_column,
+            fmt=c.format,
+            drop_last_partial=c.drop_last_partial,
+            data_field="model.calibrate.data",
+            **common,
+        )
+    else:
+        path = Path(os.path.normpath(resolve_path(base_dir, c.data)))
+        result = calibrate(_load(path, c), **common)
+        result.summary["data"] = str(path)
     result.summary["diagnostics"]["seed"] = c.seed if c.seed is not None else cfg.seed
     return result, spec
-
-
-def _calibrate_dcc(cfg: Config, spec: CalibratedModelConfig, base_dir: str | Path) -> CalibrationResult:
-    """dcc_garch: the files read with the block's options (errors name ``model.calibrate.data``)."""
-    c = spec.calibrate
-    files = c.data if isinstance(c.data, list) else [c.data]
-    paths = [Path(os.path.normpath(resolve_path(base_dir, f))) for f in files]
-    result = calibrate(
-        paths if len(paths) > 1 else paths[0],
-        model=spec.kind,
-        dist=spec.dist or "normal",
-        gjr=c.gjr,
-        steps_per_day=cfg.steps_per_day,
-        fixed=spec.fixed,
-        warmup=c.warmup,
-        samples=c.samples,
-        chains=c.chains,
-        key=calibration_key(cfg, spec),
-        target_accept=c.target_accept,
-        column=c.column,
-        timestamp_col=c.timestamp_column,
-        fmt=c.format,
-        frequency=c.frequency,
-        drop_last_partial=c.drop_last_partial,
-        start=c.start,
-        end=c.end,
-        data_field="model.calibrate.data",
-    )
-    result.summary["diagnostics"]["seed"] = c.seed if c.seed is not None else cfg.seed
-    return result
 
 
 def _load(path: Any, c: Any) -> Any:

@@ -14,14 +14,13 @@ from pydantic import model_validator
 from levopt.paths._base import (
     PathModel,
     StepOut,
-    as_vector,
     correlation_cholesky,
     n_assets_of,
     nonneg,
     register_model,
 )
-from levopt.paths._student_t import normal, student_t, student_t_noise
-from levopt.paths.garch import GarchConfig
+from levopt.paths._student_t import student_t
+from levopt.paths.garch import GarchConfig, margin_arrays, margin_noise, margin_step
 
 
 class DccGarchConfig(GarchConfig):
@@ -118,23 +117,13 @@ class DccGarch(PathModel):
         cls, cfg: DccGarchConfig, dt: float, dtype: Any, *, base_dir: Path = Path(".")
     ) -> DccGarch:
         n = n_assets_of(cfg.mu, cfg.omega, cfg.alpha, cfg.beta, cfg.gamma)
-        vec = lambda name: as_vector(getattr(cfg, name), n, f"model.{name}")  # noqa: E731
-        omega, alpha, beta, gamma = vec("omega"), vec("alpha"), vec("beta"), vec("gamma")
-        h0 = vec("h0") if cfg.h0 is not None else omega / (1 - alpha - beta - gamma / 2)
-        chol = correlation_cholesky(cfg.corr, n)
         arr = lambda x: jnp.asarray(x, dtype)  # noqa: E731
         return cls(
-            mu=arr(vec("mu")),
-            omega=arr(omega),
-            alpha=arr(alpha),
-            beta=arr(beta),
-            gamma=arr(gamma),
-            nu=arr(cfg.nu if cfg.nu is not None else np.inf),
-            h0=arr(h0),
+            **margin_arrays(cfg, n, dtype),
             qbar=arr(np.asarray(cfg.corr, float) if cfg.corr is not None else np.eye(n)),
             dcc_alpha=arr(cfg.dcc_alpha),
             dcc_beta=arr(cfg.dcc_beta),
-            corr_chol=arr(chol),
+            corr_chol=arr(correlation_cholesky(cfg.corr, n)),
             dist=cfg.dist,
         )
 
@@ -142,9 +131,7 @@ class DccGarch(PathModel):
         return self.omega / (1 - self.alpha - self.beta - self.gamma / 2)
 
     def noise(self, key: Array, n: int, dtype: Any) -> dict[str, Array]:
-        if self.dist == "t":
-            return student_t_noise(key, n, self.n_assets, dtype)
-        return {"z": normal(key, (n, self.n_assets), dtype)}
+        return margin_noise(key, n, self.n_assets, self.dist, dtype)
 
     def init(self, dtype: Any) -> tuple[Array, Array]:
         """(h, Q): the margins' variances and the correlation recursion's Q at t = 0 (Q̄)."""
@@ -157,9 +144,7 @@ class DccGarch(PathModel):
             eps = chol @ student_t(noise, self.nu, scale_df=self.nu - 2)
         else:
             eps = chol @ noise["z"]
-        vol = jnp.sqrt(h)
-        x = self.mu * dt - 0.5 * h + vol * eps
-        h_next = self.omega + (self.alpha + self.gamma * (eps < 0)) * h * eps**2 + self.beta * h
+        x, vol, h_next = margin_step(self, h, eps, dt)
         a, b = self.dcc_alpha, self.dcc_beta
         q_next = (1 - a - b) * self.qbar + a * jnp.outer(eps, eps) + b * q
         return (h_next, q_next), StepOut(x, vol, jnp.zeros((), bool), chol)

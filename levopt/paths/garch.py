@@ -108,19 +108,9 @@ class Garch(PathModel):
     @classmethod
     def from_config(cls, cfg: GarchConfig, dt: float, dtype: Any, *, base_dir: Path = Path(".")) -> Garch:
         n = n_assets_of(cfg.mu, cfg.omega, cfg.alpha, cfg.beta, cfg.gamma)
-        vec = lambda name: as_vector(getattr(cfg, name), n, f"model.{name}")  # noqa: E731
-        omega, alpha, beta, gamma = vec("omega"), vec("alpha"), vec("beta"), vec("gamma")
-        h0 = vec("h0") if cfg.h0 is not None else omega / (1 - alpha - beta - gamma / 2)
-        arr = lambda x: jnp.asarray(x, dtype)  # noqa: E731
         return cls(
-            mu=arr(vec("mu")),
-            omega=arr(omega),
-            alpha=arr(alpha),
-            beta=arr(beta),
-            gamma=arr(gamma),
-            nu=arr(cfg.nu if cfg.nu is not None else np.inf),
-            h0=arr(h0),
-            corr_chol=arr(correlation_cholesky(cfg.corr, n)),
+            **margin_arrays(cfg, n, dtype),
+            corr_chol=jnp.asarray(correlation_cholesky(cfg.corr, n), dtype),
             dist=cfg.dist,
         )
 
@@ -128,11 +118,7 @@ class Garch(PathModel):
         return self.omega / (1 - self.alpha - self.beta - self.gamma / 2)
 
     def noise(self, key: Array, n: int, dtype: Any) -> dict[str, Array]:
-        if self.dist == "t":
-            # Inputs of a multivariate t shared by all assets (one mixing variable per path-step);
-            # they do not depend on nu, which enters in `standardized_shock`.
-            return student_t_noise(key, n, self.n_assets, dtype)
-        return {"z": normal(key, (n, self.n_assets), dtype)}
+        return margin_noise(key, n, self.n_assets, self.dist, dtype)
 
     def standardized_shock(self, noise: dict[str, Array]) -> Array:
         """``(n_assets,)`` unit-variance shock of one path from its noise.
@@ -148,11 +134,43 @@ class Garch(PathModel):
         return self.h0
 
     def step(self, h: Array, noise: dict[str, Array], dt: float) -> tuple[Array, StepOut]:
-        eps = self.standardized_shock(noise)
-        vol = jnp.sqrt(h)
-        x = self.mu * dt - 0.5 * h + vol * eps
-        h_next = self.omega + (self.alpha + self.gamma * (eps < 0)) * h * eps**2 + self.beta * h
+        x, vol, h_next = margin_step(self, h, self.standardized_shock(noise), dt)
         return h_next, StepOut(x, vol, jnp.zeros((), bool))
 
     def current_vol(self, h: Array, dt: float) -> Array:
         return jnp.sqrt(h / dt)
+
+
+def margin_arrays(cfg: GarchConfig, n: int, dtype: Any) -> dict[str, Array]:
+    """The per-asset GARCH parameters of a garch-family config as ``(n,)`` arrays (``nu`` a scalar,
+    ``inf`` for normal shocks; ``h0`` the unconditional variance unless given)."""
+    vec = lambda name: as_vector(getattr(cfg, name), n, f"model.{name}")  # noqa: E731
+    omega, alpha, beta, gamma = vec("omega"), vec("alpha"), vec("beta"), vec("gamma")
+    h0 = vec("h0") if cfg.h0 is not None else omega / (1 - alpha - beta - gamma / 2)
+    arr = lambda x: jnp.asarray(x, dtype)  # noqa: E731
+    return {
+        "mu": arr(vec("mu")),
+        "omega": arr(omega),
+        "alpha": arr(alpha),
+        "beta": arr(beta),
+        "gamma": arr(gamma),
+        "nu": arr(cfg.nu if cfg.nu is not None else np.inf),
+        "h0": arr(h0),
+    }
+
+
+def margin_noise(key: Array, n: int, n_assets: int, dist: str, dtype: Any) -> dict[str, Array]:
+    """Noise of ``n`` paths for GARCH margins: normals, or the inputs of a multivariate t shared by
+    all assets (one mixing variable per path-step; they do not depend on nu, which enters later)."""
+    if dist == "t":
+        return student_t_noise(key, n, n_assets, dtype)
+    return {"z": normal(key, (n, n_assets), dtype)}
+
+
+def margin_step(m: Any, h: Array, eps: Array, dt: float) -> tuple[Array, Array, Array]:
+    """One step of GARCH/GJR margins given the unit-variance shocks ``eps``: (log-return, sqrt(h),
+    next h), the recursion of :class:`Garch` (``m`` holds mu, omega, alpha, beta, gamma)."""
+    vol = jnp.sqrt(h)
+    x = m.mu * dt - 0.5 * h + vol * eps
+    h_next = m.omega + (m.alpha + m.gamma * (eps < 0)) * h * eps**2 + m.beta * h
+    return x, vol, h_next
