@@ -143,7 +143,7 @@ def engine_path(cfg: dict):
     )
     equity, leverage = np.asarray(traj.equity), np.asarray(traj.leverage)
     np.testing.assert_array_equal(equity, equity[:, :1] * np.ones_like(equity))
-    first = {k: np.asarray(v)[0] for k, v in outcome._asdict().items()}
+    first = {k: np.asarray(v)[0] for k, v in outcome._asdict().items() if v is not None}
     return first, equity[:, 0], leverage[:, 0]
 
 
