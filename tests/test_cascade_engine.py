@@ -238,3 +238,24 @@ def test_a_runaway_leverage_loop_stays_finite_and_is_reported():
     assert share > 0
     x = levopt.simulate(cfg)
     assert np.all(np.isfinite(x)) and np.all(np.abs(np.cumsum(x, axis=1)) < 50)
+
+
+def test_an_account_liquidated_inside_a_cascade_is_filled_after_it():
+    """Without impact a held long is closed at its level (equity mm x notional there, the same on
+    every liquidated path); inside a cascade the forced flow jumps the price through the level, so
+    the close fills at the step's post-cascade price: never above that equity, on some paths below."""
+    crowd = _with(
+        CROWD, crowd__long_oi=12e9, crowd__short_oi=8e9, crowd__leverage={15: 0.3, 25: 0.4, 35: 0.3}
+    )
+    crowd = _with(crowd, impact__permanent=0.3)
+    cfg = BASE | {
+        "market": {"maintenance_margin": 0.005, "fee": 0.0, "liquidation_fee": 0.0},
+        "policy": {"kind": "constant", "leverage": 2.2, "rebalance": "never"},
+    }
+    _, plain = _outcome(cfg | {"cascade": _with(crowd, impact__permanent=0.0)})
+    hit = np.asarray(plain.liquidated)
+    at_level = np.asarray(plain.wealth)[hit]
+    assert hit.any() and np.ptp(at_level) < 1e-12 and at_level[0] > 0
+    _, cascaded = _outcome(cfg | {"cascade": crowd})
+    filled = np.asarray(cascaded.wealth)[np.asarray(cascaded.liquidated)]
+    assert np.all(filled <= at_level[0] * (1 + 1e-12)) and np.any(filled < 0.5 * at_level[0])

@@ -446,12 +446,12 @@ def _step_path(
 
     # Financing and funding on the start-of-step balances; exact compounding within the step.
     carry_cost = _carry_cost(w - jnp.sum(n), jnp.sum(n), t, market, venue, carry.funding, dt)
-    x, cascade = _cascade(carry, x, n, w, carry_cost, carry.alive, market, t, dt)
+    x, cascade, jumped = _cascade(carry, x, out.gap, n, w, carry_cost, carry.alive, market, t, dt)
     n_end = n * jnp.exp(x)
     w_end = w + jnp.sum(n_end - n) + carry_cost
 
     # Liquidation is checked, and bridged, on the mark price = traded price × e^basis.
-    basis, m0, m1, x_mark, var_mark, gap = _venue_moves(carry, venue, x, vol, out.gap, market, dt)
+    basis, m0, m1, x_mark, var_mark, gap = _venue_moves(carry, venue, x, vol, jumped, market, dt)
     w_mark0, n_mark0, w_mark, n_mark_end = _on_mark(market, m0, m1, w, n, w_end, n_end, jnp.sum)
     hit = carry.alive & (w_mark <= market.requirement(n_mark_end))
     p_bridge, has_barrier, w_at_level = _bridge(
@@ -488,6 +488,7 @@ def _step_path(
 def _cascade(
     carry: _Carry,
     x: Array,
+    gap: Array,
     n: Array,
     w: Array,
     carry_cost: Array,
@@ -495,9 +496,14 @@ def _cascade(
     market: Market,
     t: Array,
     dt: float,
-) -> tuple[Array, dict[str, Any]]:
-    """The step's log-return through the crowd's liquidation cascade, and the carry's cascade
-    fields (``x`` unchanged and no fields without a ``cascade:`` block).
+) -> tuple[Array, dict[str, Any], Array]:
+    """The step's log-return through the crowd's liquidation cascade, the carry's cascade fields,
+    and whether the step gapped (``x``, no fields and the model's ``gap`` without a ``cascade:``
+    block).
+
+    A step whose move the cascade extended counts as a gap: forced flow jumps the price through
+    the levels, so an account liquidated in it is filled at the step's end (post-cascade) price,
+    not at its own level (conservative where the exogenous move alone reached the level first).
 
     One asset: ``n``, ``w``, ``carry_cost`` are the account's (the first isolated account's)
     notional, equity and carrying cost at the start of the step. The account joins the step's flow
@@ -505,7 +511,7 @@ def _cascade(
     (``market.account_equity`` × n u), so its own forced sale moves the price when it is material.
     """
     if market.cascade is None:
-        return x, {}
+        return x, {}, gap
     level, _ = liquidation_level(n[0], w, carry_cost, market, _asset_tiers(market, 0))
     active = alive & (n[0] != 0) & (level > 0)
     u = jnp.where(active, level, 1.0)
@@ -524,7 +530,7 @@ def _cascade(
         runaway=tot.runaway | info.runaway,
         off_grid=tot.off_grid | info.off_grid,
     )
-    return y[None].astype(x.dtype), {"crowd": crowd, "cascade": totals}
+    return y[None].astype(x.dtype), {"crowd": crowd, "cascade": totals}, gap | (y != x[0])
 
 
 def _cascade_start(market: Market, dtype: Any) -> dict[str, Any]:
@@ -591,12 +597,12 @@ def _step_isolated(
     x, vol = out.log_return, out.vol
     e, n = carry.wealth, carry.notional
     carry_cost = _carry_cost(e - n, n, t, market, venue, carry.funding, dt)
-    x, cascade = _cascade(carry, x, n, e[0], carry_cost[0], carry.alive[0], market, t, dt)
+    x, cascade, jumped = _cascade(carry, x, out.gap, n, e[0], carry_cost[0], carry.alive[0], market, t, dt)
     free_cash = carry.free_cash * jnp.exp(market.cash_rate * dt)
     n_end = n * jnp.exp(x)
     e_end = e + (n_end - n) + carry_cost
 
-    basis, m0, m1, x_mark, var_mark, gap = _venue_moves(carry, venue, x, vol, out.gap, market, dt)
+    basis, m0, m1, x_mark, var_mark, gap = _venue_moves(carry, venue, x, vol, jumped, market, dt)
     e_mark0, n_mark0, e_mark, n_mark_end = _on_mark(market, m0, m1, e, n, e_end, n_end, lambda a: a)
     hit = carry.alive & (n != 0) & (e_mark <= _account_requirements(market, n_mark_end))
     p_bridge, has_barrier, w_at_level = _isolated_bridge(
