@@ -581,3 +581,13 @@ def test_sqrt_keys_and_negative_coefficient():
         parse_cascade({**GOOD, "impact": {"kind": "sqrt", "coefficient": -1.0, "daily_volume": 1e10}})
     cfg = parse_cascade({**GOOD, "impact": {"kind": "sqrt", "coefficient": 0.8, "daily_volume": 1e10}})
     assert cfg.impact.coefficient == 0.8 and cfg.crowd.leverage == {2.0: 0.3, 5.0: 0.4, 10.0: 0.2, 25.0: 0.1}
+
+
+def test_an_account_past_its_liquidation_price_closes_instead_of_re_levering():
+    """A re-levering class whose move since its last trade passed its liquidation price has no
+    equity: its new notional is 0 and its trade closes what it held (never a negative position)."""
+    for side, move in ((1, -0.2), (-1, 0.2)):  # 10x: a 20% move wipes out either side
+        buy, new = relever_flow(1e9, 10.0, move, side)
+        assert float(new) == 0.0 and float(buy) == pytest.approx(-side * 1e9 * math.exp(move), rel=1e-12)
+    buy, new = relever_flow(1e9, 10.0, -0.05, 1)  # within its margin: the usual trade
+    assert float(buy) == pytest.approx(9 * 1e9 * math.expm1(-0.05), rel=1e-12) and float(new) > 0

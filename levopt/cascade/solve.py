@@ -147,7 +147,10 @@ def relever_flow(notional: ArrayLike, leverage: ArrayLike, move: ArrayLike, side
     """
     growth = jnp.expm1(move)
     buy = (leverage - side) * notional * growth
-    return buy, notional * jnp.exp(move) + side * buy
+    held = notional * jnp.exp(move)
+    # Past its liquidation price an account has no equity left to re-lever: it closes (notional 0).
+    wiped = held + side * buy < 0
+    return jnp.where(wiped, -side * held, buy), jnp.where(wiped, 0.0, held + side * buy)
 
 
 class _Segments(NamedTuple):
