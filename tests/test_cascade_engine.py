@@ -104,6 +104,7 @@ def test_the_engines_returns_are_cascade_step_applied_to_the_models():
     assert np.abs(cascaded - plain).max() > 1e-3  # the crowd did move the price
 
 
+@pytest.mark.slow  # experiments/cascade_fat_tails measures the same across crowds
 def test_cascaded_returns_have_fatter_tails_than_their_gaussian_inputs():
     """Kurtosis and downside skew from Gaussian inputs: the sample excess kurtosis of 20,480 daily
     GBM returns has s.e. sqrt(24/n) = 0.034; with a long-heavy crowd it must exceed Z of them."""
