@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import copy
 import os
+import sys
 import tempfile
+import types
 from pathlib import Path
 
 import pytest
@@ -91,3 +93,43 @@ def ray_local():
         ray.init(include_dashboard=False, log_to_driver=False, configure_logging=False)
     yield ray
     ray.shutdown()
+
+
+# --- a fake ccxt -----------------------------------------------------------------------------------
+
+
+class FakeBaseError(Exception):
+    """ccxt.BaseError of the fake module."""
+
+
+class FakeNetworkError(FakeBaseError):
+    """ccxt.NetworkError of the fake module."""
+
+
+class FakeAuthenticationError(FakeBaseError):
+    """ccxt.AuthenticationError of the fake module."""
+
+
+def install_fake_ccxt(
+    monkeypatch, classes: dict[str, type], exchanges: list[str] | None = None, **attrs
+) -> list:
+    """Put a fake ``ccxt`` module in ``sys.modules``: its error hierarchy, ``exchanges`` (default:
+    the ids of ``classes``), one class per id (a subclass of the given class that records each
+    instance made) and ``attrs``; returns the list of instances made."""
+    module = types.ModuleType("ccxt")
+    module.BaseError = FakeBaseError
+    module.NetworkError = FakeNetworkError
+    module.AuthenticationError = FakeAuthenticationError
+    module.exchanges = list(exchanges if exchanges is not None else classes)
+    for name, value in attrs.items():
+        setattr(module, name, value)
+    made: list = []
+    for ident, base in classes.items():
+
+        def __init__(self, options=None, _base=base):
+            _base.__init__(self, options)
+            made.append(self)
+
+        setattr(module, ident, type(ident, (base,), {"id": ident, "__init__": __init__}))
+    monkeypatch.setitem(sys.modules, "ccxt", module)
+    return made

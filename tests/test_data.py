@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import json
 import sys
-import types
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import FakeNetworkError, install_fake_ccxt
 from scipy import stats
 
 from levopt.data import (
@@ -313,14 +313,6 @@ def test_real_funding(shared_data):
 # Fetching through a fake ccxt
 
 
-class FakeBaseError(Exception):
-    pass
-
-
-class FakeNetworkError(FakeBaseError):
-    pass
-
-
 class FakeExchange:
     """Serves the recorded responses in tests/fixtures like ccxt's binance: pages of ``limit``."""
 
@@ -346,20 +338,7 @@ class FakeExchange:
 
 @pytest.fixture
 def fake_ccxt(monkeypatch):
-    module = types.ModuleType("ccxt")
-    module.BaseError = FakeBaseError
-    module.NetworkError = FakeNetworkError
-    module.exchanges = ["binance"]
-    made: list[FakeExchange] = []
-
-    class binance(FakeExchange):  # noqa: N801 - ccxt's class names are exchange ids
-        def __init__(self, options=None):
-            super().__init__(options)
-            made.append(self)
-
-    module.binance = binance
-    monkeypatch.setitem(sys.modules, "ccxt", module)
-    return made
+    return install_fake_ccxt(monkeypatch, {"binance": FakeExchange})
 
 
 def test_fetch_paginates_and_leaves_out_the_open_bar():

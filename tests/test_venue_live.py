@@ -13,12 +13,12 @@ from __future__ import annotations
 
 import json
 import sys
-import types
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import FakeAuthenticationError, FakeNetworkError, install_fake_ccxt
 
 from levopt.data import FetchError, MissingDependencyError, load_funding, load_prices
 from levopt.errors import ConfigError, LevoptError
@@ -49,18 +49,6 @@ def candles(n: int, *, start: int = T0, skip: tuple[int, ...] = ()) -> list[list
         o = round(float(close[i - 1]), 2) if i else c
         rows.append([start + i * HOUR_MS, o, max(o, c) + 5.25, min(o, c) - 4.75, c, round(10 + i * 0.37, 3)])
     return rows
-
-
-class FakeBaseError(Exception):
-    pass
-
-
-class FakeNetworkError(FakeBaseError):
-    pass
-
-
-class FakeAuthenticationError(FakeBaseError):
-    pass
 
 
 class FakeExchange:
@@ -150,21 +138,9 @@ class FakeExchange:
 @pytest.fixture
 def fake_ccxt(monkeypatch):
     """A fake ``ccxt`` module whose exchange classes record the instances made."""
-    module = types.ModuleType("ccxt")
-    module.BaseError = FakeBaseError
-    module.NetworkError = FakeNetworkError
-    module.AuthenticationError = FakeAuthenticationError
-    module.exchanges = ["binanceusdm", "bybit", "hyperliquid"]
-    made: list[FakeExchange] = []
-    for ident in module.exchanges:
-
-        def __init__(self, options=None):
-            FakeExchange.__init__(self, options)
-            made.append(self)
-
-        setattr(module, ident, type(ident, (FakeExchange,), {"id": ident, "__init__": __init__}))
-    monkeypatch.setitem(sys.modules, "ccxt", module)
-    return made
+    return install_fake_ccxt(
+        monkeypatch, dict.fromkeys(["binanceusdm", "bybit", "hyperliquid"], FakeExchange)
+    )
 
 
 def only_reads(ex: FakeExchange) -> None:

@@ -15,11 +15,11 @@ import math
 import os
 import sys
 import time
-import types
 from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import FakeAuthenticationError, FakeNetworkError, install_fake_ccxt
 from typer.testing import CliRunner
 
 from levopt.cli import app, main
@@ -103,18 +103,6 @@ def bybit_tiers(rows: list[dict[str, str]]) -> list[dict]:
     return out
 
 
-class FakeBaseError(Exception):
-    pass
-
-
-class FakeNetworkError(FakeBaseError):
-    pass
-
-
-class FakeAuthenticationError(FakeBaseError):
-    pass
-
-
 class FakeExchange:
     """Counts its calls; serves ``tiers`` through the method its ``has`` declares."""
 
@@ -158,22 +146,10 @@ def fake_ccxt(monkeypatch, tmp_path):
     """A fake ``ccxt`` module; returns the exchanges it made. The user cache goes to tmp_path."""
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     monkeypatch.setitem(sys.modules, "platformdirs", None)  # the XDG rule, whether or not it is installed
-    module = types.ModuleType("ccxt")
-    module.__version__ = "0.0-fake"
-    module.BaseError = FakeBaseError
-    module.NetworkError = FakeNetworkError
-    module.AuthenticationError = FakeAuthenticationError
-    module.exchanges = ["binanceusdm", "bybit", "hyperliquid", "okx"]
-    made: list[FakeExchange] = []
-    for base in (FakeBinance, FakeBybit):
-
-        def __init__(self, options=None, _base=base):
-            _base.__init__(self, options)
-            made.append(self)
-
-        setattr(module, base.id, type(base.id, (base,), {"__init__": __init__}))
-    monkeypatch.setitem(sys.modules, "ccxt", module)
-    return made
+    classes = {FakeBinance.id: FakeBinance, FakeBybit.id: FakeBybit}
+    return install_fake_ccxt(
+        monkeypatch, classes, ["binanceusdm", "bybit", "hyperliquid", "okx"], __version__="0.0-fake"
+    )
 
 
 def columns_equal(a: BracketTable, b: BracketTable) -> None:
