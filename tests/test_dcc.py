@@ -141,8 +141,11 @@ def test_stationary_moments():
     check(h, np.asarray(model.unconditional_variance()), "h")
     check(q00, 1.0, "Q_00")
     check(np.asarray(q01) * (1 - b) - a * np.asarray(r01), (1 - a - b) * CORR[0][1], "Q_01 identity")
-    bias = float(np.asarray(r01)[burn:].mean() - CORR[0][1])
-    assert -0.02 < bias < 0  # measured -0.007 at a = 0.05, b = 0.9: small, and below q̄
+    per_path = np.asarray(r01)[burn:].mean(axis=0)
+    bias, se = float(per_path.mean() - CORR[0][1]), float(per_path.std(ddof=1) / math.sqrt(paths))
+    # Below q̄ beyond the Monte Carlo error (measured −0.007, 15 s.e.). No closed form gives its
+    # size: the lower bound is a coarse regression guard (three times the measured bias).
+    assert -0.02 < bias < -Z * se, (bias, se)
 
 
 def test_the_bridge_reads_each_steps_correlation():
