@@ -10,8 +10,8 @@ import jax
 import numpy as np
 
 from levopt.calibrate import funding_from_calibration, model_from_calibration
+from levopt.cascade import CascadeParams
 from levopt.config import Config, config_dir, load_config, parse_objective
-from levopt.engine import Market
 from levopt.engine.simulate import simulate_returns_jit
 from levopt.estimate import estimate
 from levopt.objectives import get_metric
@@ -123,7 +123,7 @@ def simulate(config: ConfigSource, *, base_dir: str | Path | None = None) -> np.
     # Compiled once per model structure and shape: a repeated call pays the computation only.
     cascade = None
     if cfg.cascade is not None:
-        cascade = Market.from_config(cfg.market, dtype, n_assets=model.n_assets, cascade=cfg.cascade).cascade
+        cascade = CascadeParams.from_config(cfg.cascade, dtype, n_assets=model.n_assets)
     x = simulate_returns_jit(
         key, model, paths=cfg.paths, steps=cfg.steps, dt=cfg.dt, dtype=dtype, n_draws=n_draws, cascade=cascade
     )

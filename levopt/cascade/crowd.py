@@ -28,6 +28,7 @@ import numpy as np
 from jax import Array
 
 from levopt.cascade.config import CascadeConfig, liquidation_offset, parse_cascade
+from levopt.errors import ConfigError
 
 HOURS_PER_DAY = 24.0
 LONG, SHORT = 1, -1
@@ -83,10 +84,18 @@ class CascadeParams(eqx.Module):
             raise ValueError(f"impact_kind {self.impact_kind!r}; allowed: linear, sqrt")
 
     @classmethod
-    def from_config(cls, cfg: CascadeConfig | dict[str, Any], dtype: Any = jnp.float32) -> CascadeParams:
+    def from_config(
+        cls, cfg: CascadeConfig | dict[str, Any], dtype: Any = jnp.float32, *, n_assets: int = 1
+    ) -> CascadeParams:
         """The parameters of a ``cascade:`` block (a mapping is validated by
-        :func:`~levopt.cascade.parse_cascade` first), as arrays of ``dtype``."""
+        :func:`~levopt.cascade.parse_cascade` first), as arrays of ``dtype``, for a path model of
+        ``n_assets`` (the crowd trades one asset: more is a config error naming ``cascade``)."""
         cfg = parse_cascade(cfg)
+        if n_assets != 1:
+            raise ConfigError(
+                "cascade",
+                f"the crowd trades one asset; the model has {n_assets}: allowed with a one-asset model",
+            )
         crowd, imp = cfg.crowd, cfg.impact
 
         def arr(v: Any) -> Array:

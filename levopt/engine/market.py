@@ -462,13 +462,7 @@ class Market(eqx.Module):
         cfg.check(n_assets, cascade=cascade is not None)
         cascade_params = equity = None
         if cascade is not None:
-            cascade.check()
-            if n_assets != 1:
-                raise ConfigError(
-                    "cascade",
-                    f"the crowd trades one asset; the model has {n_assets}: allowed with a one-asset model",
-                )
-            cascade_params = CascadeParams.from_config(cascade, dtype)
+            cascade_params = CascadeParams.from_config(cascade, dtype, n_assets=n_assets)
             equity = jnp.asarray(cfg.equity(), dtype)
         flat = {k: jnp.asarray(getattr(cfg, k), dtype) for k in _FLAT_FIELDS}
         tiers = None
