@@ -134,7 +134,7 @@ def path_sizes(cfg: Config, base_dir: str | Path = ".") -> PathSizes:
     crowd_bytes = 0
     if cfg.cascade is not None:
         # The crowd on its level grid and the path's cascade totals (levopt.engine.CascadeTotals).
-        params = CascadeParams.from_config(cfg.cascade, dtype)
+        params = CascadeParams.from_config(cfg.cascade, dtype, base_dir=base_dir)
         crowd_bytes = _nbytes(jax.eval_shape(lambda: init_crowd(params))) + CASCADE_SCALARS * f
     return PathSizes(
         carry=(CARRY_SCALARS + n) * f + _nbytes(state) + policy_bytes + crowd_bytes,

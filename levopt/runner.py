@@ -11,6 +11,7 @@ import numpy as np
 
 from levopt.calibrate import funding_from_calibration, model_from_calibration
 from levopt.cascade import CascadeParams
+from levopt.cascade.history import crowd_history
 from levopt.config import Config, config_dir, load_config, parse_objective
 from levopt.engine.simulate import simulate_returns_jit
 from levopt.estimate import estimate
@@ -49,6 +50,9 @@ def build(config: ConfigSource, *, base_dir: str | Path | None = None) -> Proble
     if funding is not None and funding.calibrate is not None:
         funding_draws, funding_summary = funding_from_calibration(cfg, base)
         calibration = {"funding": funding_summary}
+    if cfg.cascade is not None and cfg.cascade.crowd.data is not None:
+        # The crowd reconstructed from history is reported like a calibration.
+        calibration = {"crowd": crowd_history(cfg.cascade.crowd, base).summary()} | (calibration or {})
     if "calibrate" in cfg.model:
         model, n_draws, model_calibration = model_from_calibration(cfg, dtype_of(cfg), base)
         calibration = model_calibration | (calibration or {})
@@ -123,7 +127,7 @@ def simulate(config: ConfigSource, *, base_dir: str | Path | None = None) -> np.
     # Compiled once per model structure and shape: a repeated call pays the computation only.
     cascade = None
     if cfg.cascade is not None:
-        cascade = CascadeParams.from_config(cfg.cascade, dtype, n_assets=model.n_assets)
+        cascade = CascadeParams.from_config(cfg.cascade, dtype, n_assets=model.n_assets, base_dir=base)
     x = simulate_returns_jit(
         key, model, paths=cfg.paths, steps=cfg.steps, dt=cfg.dt, dtype=dtype, n_draws=n_draws, cascade=cascade
     )

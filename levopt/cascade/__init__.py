@@ -12,6 +12,8 @@ Public API:
   :func:`parse_cascade`: the ``cascade:`` config block, checked field by field;
 - :class:`CascadeParams`: the block as arrays (a pytree);
 - :class:`CrowdState`, :func:`init_crowd`, :func:`build_crowd`: the crowd on the level grid;
+- :class:`CrowdDataConfig`, :func:`crowd_history` (:class:`CrowdHistory`, :class:`EntryBands`):
+  a crowd reconstructed from open-interest history, its leverage mix fitted to liquidations;
 - :func:`cascade_step` with :class:`CascadeInfo` and :class:`OwnAccount`: one step for one path;
 - :func:`liquidation_offset`, :func:`relever_flow`, :class:`ImpactLaw`: the economic rules it
   rests on; :func:`grid_edges`, :func:`open_interest`, :func:`crowd_leverage`: read-outs.
@@ -29,6 +31,7 @@ Example::
 from levopt.cascade.config import (
     CascadeConfig,
     CrowdConfig,
+    CrowdDataConfig,
     ImpactConfig,
     liquidation_offset,
     parse_cascade,
@@ -36,6 +39,7 @@ from levopt.cascade.config import (
 from levopt.cascade.crowd import (
     CascadeParams,
     CrowdState,
+    EntryBands,
     build_crowd,
     crowd_leverage,
     deposit,
@@ -44,6 +48,7 @@ from levopt.cascade.crowd import (
     level_offsets,
     open_interest,
 )
+from levopt.cascade.history import CrowdHistory, crowd_history, reconstruct
 from levopt.cascade.impact import ImpactLaw
 from levopt.cascade.solve import (
     MULTIPLIER_GUARD,
@@ -59,12 +64,16 @@ __all__ = [
     "CascadeInfo",
     "CascadeParams",
     "CrowdConfig",
+    "CrowdDataConfig",
+    "CrowdHistory",
     "CrowdState",
+    "EntryBands",
     "ImpactConfig",
     "ImpactLaw",
     "OwnAccount",
     "build_crowd",
     "cascade_step",
+    "crowd_history",
     "crowd_leverage",
     "deposit",
     "grid_edges",
@@ -73,5 +82,6 @@ __all__ = [
     "liquidation_offset",
     "open_interest",
     "parse_cascade",
+    "reconstruct",
     "relever_flow",
 ]

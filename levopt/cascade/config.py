@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
+from datetime import date, datetime
 from typing import Any, Literal
 
 import numpy as np
@@ -32,6 +33,49 @@ SHARE_TOLERANCE = 1e-9
 """How far the leverage shares may sum from one."""
 
 
+class CrowdDataConfig(StrictModel):
+    r"""A crowd reconstructed from open-interest history (:mod:`levopt.cascade.history`).
+
+    Over the window of ``lookback_days`` ending at ``as_of``, every rise of open interest is new
+    accounts entering at that bar's prices (uniformly between its low and high), every fall is
+    accounts closing pro rata, and an account is liquidated when the bars' lows (highs, for a
+    short) cross its level. Each leverage class is one such book holding its share of the open
+    interest. Open interest already open at the window's start is spread over ``±entry_spread``
+    around the first close, as the parametric crowd is.
+
+    Attributes:
+        open_interest: open-interest history file (CSV, JSON or Parquet; the layouts of
+            :func:`levopt.data.load_open_interest`), relative paths from the config's directory.
+        prices: price bars (:func:`levopt.data.load_prices`; with ``high`` and ``low`` columns
+            entries spread over each bar's range); null: the open-interest file's own price
+            (value / amount), entries at that price.
+        liquidations: liquidation history (:func:`levopt.data.load_liquidations`); with it the
+            shares of ``crowd.leverage`` are fitted to the liquidations the price path causes.
+        lookback_days: length of the window, days.
+        as_of: end of the window, a UTC time (null: the last open-interest observation); the
+            crowd is the one standing then, and the simulation starts at that price.
+        fit_leverage: fit the leverage shares when ``liquidations`` is given (false: only compare).
+        reported_fraction: the share of liquidations the file records (venues publish part of
+            them); observed notional is divided by it before the fit.
+    """
+
+    open_interest: str = Field(description="open-interest history file")
+    prices: str | None = Field(None, description="price bars file (default: the OI file's price)")
+    liquidations: str | None = Field(None, description="liquidation history file")
+    lookback_days: float = Field(30.0, gt=0, le=3650, description="window length, days")
+    # YAML reads an unquoted 2025-10-10T20:00 as a datetime: both spellings are one time.
+    as_of: datetime | date | str | None = Field(
+        None, description="end of the window, UTC (default: last OI row)"
+    )
+    fit_leverage: bool = Field(True, description="fit the leverage shares to the liquidations")
+    reported_fraction: float = Field(1.0, gt=0, le=1, description="share of liquidations recorded")
+
+
+MAX_FITTED_CLASSES = 12
+"""Most leverage classes whose shares a liquidation history can fit (the fit is exact over every
+support set, 2^n of them)."""
+
+
 class CrowdConfig(StrictModel):
     r"""The levered accounts whose forced flow moves the price (isolated margin, no fees).
 
@@ -43,8 +87,12 @@ class CrowdConfig(StrictModel):
     crossed are left out and the rest of their leverage class scaled up, so that ``long_oi``,
     ``short_oi`` and the leverage shares hold at the start.
 
+    With ``data`` the crowd's entries come from history instead (:class:`CrowdDataConfig`); the
+    open interest then defaults to the history's last value on both sides.
+
     Attributes:
-        long_oi: open interest of the levered longs at the start price, in the settlement currency.
+        long_oi: open interest of the levered longs at the start price, in the settlement currency
+            (required without ``data``).
         short_oi: the same for the shorts.
         leverage: leverage at entry → share of the open interest (shares ≥ 0 summing to one,
             leverages > 1); both sides use the same mix.
@@ -57,10 +105,11 @@ class CrowdConfig(StrictModel):
         refill_days: liquidated open interest re-enters at the current price with the same
             leverage mix, at the rate 1/refill_days (an exponential with this mean time, in days);
             null: never.
+        data: reconstruct the entries (and fit the leverage shares) from history.
     """
 
-    long_oi: float = Field(ge=0, description="levered long open interest, settlement currency")
-    short_oi: float = Field(ge=0, description="levered short open interest, settlement currency")
+    long_oi: float | None = Field(None, ge=0, description="levered long open interest, settlement currency")
+    short_oi: float | None = Field(None, ge=0, description="levered short open interest, settlement currency")
     leverage: dict[float, float] = Field(
         default_factory=lambda: dict(DEFAULT_LEVERAGE_MIX),
         description="leverage at entry -> share of open interest",
@@ -69,6 +118,7 @@ class CrowdConfig(StrictModel):
     entry_spread: float = Field(0.05, ge=0, le=1, description="half-width of entry log-prices")
     target_share: float = Field(0.0, ge=0, le=1, description="fraction re-levering every step")
     refill_days: float | None = Field(None, gt=0, description="mean time for liquidated OI to re-enter")
+    data: CrowdDataConfig | None = Field(None, description="reconstruct the crowd from history")
 
     @field_validator("leverage")
     @classmethod
@@ -159,6 +209,20 @@ class CascadeConfig(StrictModel):
                     f"{', '.join(sorted(IMPACT_KEYS[self.impact.kind]))}",
                 )
         crowd = self.crowd
+        if crowd.data is None:
+            for side in ("long_oi", "short_oi"):
+                if getattr(crowd, side) is None:
+                    raise ConfigError(
+                        f"{prefix}.crowd.{side}",
+                        "missing; allowed: open interest >= 0 in the settlement currency, or "
+                        "crowd.data to take it from history",
+                    )
+        elif crowd.data.liquidations is not None and crowd.data.fit_leverage:
+            if len(crowd.leverage) > MAX_FITTED_CLASSES:
+                raise ConfigError(
+                    f"{prefix}.crowd.leverage",
+                    f"{len(crowd.leverage)} classes; allowed with a fitted mix: at most {MAX_FITTED_CLASSES}",
+                )
         top = max(crowd.leverage)
         if not crowd.maintenance < 1.0 / top:
             raise ConfigError(

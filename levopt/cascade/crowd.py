@@ -20,6 +20,7 @@ last re-levered; they are held apart from the grid as one notional per class.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, NamedTuple
 
 import equinox as eqx
@@ -28,10 +29,33 @@ import numpy as np
 from jax import Array
 
 from levopt.cascade.config import CascadeConfig, liquidation_offset, parse_cascade
+from levopt.cascade.history import CrowdHistory, crowd_history
 from levopt.errors import ConfigError
 
 HOURS_PER_DAY = 24.0
 LONG, SHORT = 1, -1
+
+
+class EntryBands(eqx.Module):
+    r"""Entries of a crowd reconstructed from history (:mod:`levopt.cascade.history`).
+
+    For each side and leverage class, the cohorts' surviving entry log-prices ``[lo, hi]``
+    relative to the start price and each cohort's share ``weight`` of its class's notional (rows
+    sum to one). A class :math:`L` of the longs holds
+    :math:`(1 - \tau)\,w_L\,OI_{long}\,\text{weight}_{L,k}` at levels
+    :math:`[lo + \delta_L, hi + \delta_L]`.
+
+    Attributes:
+        lo_long, hi_long, weight_long: ``(n, K)`` the longs' bands and weights.
+        lo_short, hi_short, weight_short: ``(n, K)`` the shorts'.
+    """
+
+    lo_long: Array
+    hi_long: Array
+    weight_long: Array
+    lo_short: Array
+    hi_short: Array
+    weight_short: Array
 
 
 class CascadeParams(eqx.Module):
@@ -58,6 +82,8 @@ class CascadeParams(eqx.Module):
         daily_vol: :math:`\sigma_{day}` for the square-root law.
         temporary_fraction: decaying part of a square-root move (zero for ``linear``).
         decay_hours: e-folding time of temporary impact, hours.
+        entries: a crowd reconstructed from history (:class:`EntryBands`); None: entries uniform
+            over ``±entry_spread``.
     """
 
     impact_kind: str = eqx.field(static=True)
@@ -78,6 +104,7 @@ class CascadeParams(eqx.Module):
     daily_vol: Array
     temporary_fraction: Array
     decay_hours: Array
+    entries: EntryBands | None = None
 
     def __check_init__(self):
         if self.impact_kind not in ("linear", "sqrt"):
@@ -85,11 +112,19 @@ class CascadeParams(eqx.Module):
 
     @classmethod
     def from_config(
-        cls, cfg: CascadeConfig | dict[str, Any], dtype: Any = jnp.float32, *, n_assets: int = 1
+        cls,
+        cfg: CascadeConfig | dict[str, Any],
+        dtype: Any = jnp.float32,
+        *,
+        n_assets: int = 1,
+        base_dir: str | Path = ".",
     ) -> CascadeParams:
         """The parameters of a ``cascade:`` block (a mapping is validated by
         :func:`~levopt.cascade.parse_cascade` first), as arrays of ``dtype``, for a path model of
-        ``n_assets`` (the crowd trades one asset: more is a config error naming ``cascade``)."""
+        ``n_assets`` (the crowd trades one asset: more is a config error naming ``cascade``).
+        A crowd with ``data`` is reconstructed from its files (relative to ``base_dir``) by
+        :func:`~levopt.cascade.history.crowd_history`: its entries, its open interest unless
+        given, and its leverage shares when they are fitted."""
         cfg = parse_cascade(cfg)
         if n_assets != 1:
             raise ConfigError(
@@ -103,14 +138,22 @@ class CascadeParams(eqx.Module):
 
         linear = imp.kind == "linear"
         refill = np.inf if crowd.refill_days is None else crowd.refill_days * HOURS_PER_DAY
+        long_oi, short_oi, shares = crowd.long_oi, crowd.short_oi, list(crowd.leverage.values())
+        entries = None
+        if crowd.data is not None:
+            history = crowd_history(crowd, base_dir)
+            entries = _entry_bands(history, crowd, cfg.range, arr)
+            long_oi = history.open_interest if long_oi is None else long_oi
+            short_oi = history.open_interest if short_oi is None else short_oi
+            shares = history.shares
         return cls(
             impact_kind=imp.kind,
             bins=cfg.bins,
             half_width=float(cfg.range),
-            long_oi=arr(crowd.long_oi),
-            short_oi=arr(crowd.short_oi),
+            long_oi=arr(long_oi),
+            short_oi=arr(short_oi),
             leverage=arr(list(crowd.leverage)),
-            shares=arr(list(crowd.leverage.values())),
+            shares=arr(shares),
             maintenance=arr(crowd.maintenance),
             entry_spread=arr(crowd.entry_spread),
             target_share=arr(crowd.target_share),
@@ -122,11 +165,34 @@ class CascadeParams(eqx.Module):
             daily_vol=arr(imp.daily_vol),
             temporary_fraction=arr(0.0 if linear else imp.temporary_fraction),
             decay_hours=arr(imp.decay_hours),
+            entries=entries,
         )
 
     @property
     def dtype(self) -> Any:
         return self.long_oi.dtype
+
+
+def _entry_bands(history: CrowdHistory, crowd: Any, half_width: float, arr: Any) -> EntryBands:
+    """The reconstructed books as :class:`EntryBands`, cohorts no class holds dropped; a level
+    beyond the grid is a config error naming ``cascade.range``."""
+    lo_l, hi_l, w_l = history.entry_weights(LONG)
+    lo_s, hi_s, w_s = history.entry_weights(SHORT)
+    held = (w_l > 0).any(axis=0) | (w_s > 0).any(axis=0)
+    lev = np.asarray(list(crowd.leverage), float)
+    reach = 0.0
+    for lo, w, side in ((lo_l, w_l, LONG), (hi_s, w_s, SHORT)):
+        level = lo + np.asarray(liquidation_offset(lev, crowd.maintenance, side))[:, None]
+        reach = max(reach, float(np.abs(np.where(w > 0, level, 0.0)).max(initial=0.0)))
+    if not reach < half_width:
+        raise ConfigError(
+            "cascade.range",
+            f"{half_width:g}; the reconstructed crowd's liquidation levels reach {reach:.4g} in log-price "
+            f"from the start; allowed: range > {reach:.4g}",
+        )
+    return EntryBands(
+        *(arr(a[:, held]) for a in (lo_l, hi_l, w_l, lo_s, hi_s, w_s)),
+    )
 
 
 class CrowdState(NamedTuple):
@@ -234,8 +300,23 @@ def init_crowd(params: CascadeParams) -> CrowdState:
     s = params.entry_spread
     hold = (1.0 - params.target_share) * params.shares
     zero = jnp.zeros((), params.dtype)
-    long_n = deposit(edges, dl - s, jnp.minimum(dl + s, zero), hold * params.long_oi)
-    short_n = deposit(edges, jnp.maximum(ds - s, zero), ds + s, hold * params.short_oi)
+    if params.entries is None:
+        long_n = deposit(edges, dl - s, jnp.minimum(dl + s, zero), hold * params.long_oi)
+        short_n = deposit(edges, jnp.maximum(ds - s, zero), ds + s, hold * params.short_oi)
+    else:
+        e = params.entries
+        long_n = deposit(
+            edges,
+            (e.lo_long + dl[:, None]).ravel(),
+            jnp.minimum(e.hi_long + dl[:, None], zero).ravel(),
+            ((hold * params.long_oi)[:, None] * e.weight_long).ravel(),
+        )
+        short_n = deposit(
+            edges,
+            jnp.maximum(e.lo_short + ds[:, None], zero).ravel(),
+            (e.hi_short + ds[:, None]).ravel(),
+            ((hold * params.short_oi)[:, None] * e.weight_short).ravel(),
+        )
     return CrowdState(
         log_price=zero,
         long_notional=long_n,

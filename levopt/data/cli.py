@@ -1,4 +1,5 @@
-"""``levopt data``: fetch price history through ccxt into a Parquet cache, and check data files.
+"""``levopt data``: fetch price history (and funding, open interest, liquidations) through ccxt into
+Parquet caches, and check data files.
 
 ccxt (the ``fetch`` extra) is imported when ``fetch`` runs.
 """
@@ -6,7 +7,7 @@ ccxt (the ``fetch`` extra) is imported when ``fetch`` runs.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Any, Optional
 
 import numpy as np
 import pandas as pd
@@ -15,10 +16,13 @@ import typer
 from levopt.data.fetch import (
     make_exchange,
     perpetual_symbol,
+    require_history,
     timeframe_ms,
     to_ms,
     update_funding_cache,
+    update_liquidation_cache,
     update_ohlcv_cache,
+    update_open_interest_cache,
 )
 from levopt.data.load import (
     detect_gaps,
@@ -32,7 +36,8 @@ from levopt.errors import ConfigError
 from levopt.outputs import check_target
 
 data_app = typer.Typer(
-    help="Price data: fetch OHLCV bars and funding rates through ccxt (cached in Parquet), check files.",
+    help="Price data: fetch OHLCV bars, funding, open interest and liquidations through ccxt (cached in "
+    "Parquet), check files.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
@@ -66,16 +71,36 @@ def fetch(
     funding_symbol: Annotated[
         Optional[str],  # noqa: UP045
         typer.Option(
-            "--funding-symbol", help="Perpetual symbol for --funding (default: BTC/USDT -> BTC/USDT:USDT)."
+            "--funding-symbol",
+            help="Perpetual symbol for --funding, --open-interest and --liquidations "
+            "(default: BTC/USDT -> BTC/USDT:USDT).",
         ),
     ] = None,
     funding_out: Annotated[
         Optional[Path],  # noqa: UP045
         typer.Option("--funding-out", help="Funding cache file (default: <out>_funding.parquet)."),
     ] = None,
+    open_interest: Annotated[
+        bool,
+        typer.Option("--open-interest", help="Also fetch the perpetual's open interest every --timeframe."),
+    ] = False,
+    open_interest_out: Annotated[
+        Optional[Path],  # noqa: UP045
+        typer.Option(
+            "--open-interest-out", help="Open-interest cache (default: <out>_open_interest.parquet)."
+        ),
+    ] = None,
+    liquidations: Annotated[
+        bool, typer.Option("--liquidations", help="Also fetch the perpetual's liquidations (few exchanges).")
+    ] = False,
+    liquidations_out: Annotated[
+        Optional[Path],  # noqa: UP045
+        typer.Option("--liquidations-out", help="Liquidation cache (default: <out>_liquidations.parquet)."),
+    ] = None,
     limit: Annotated[int, typer.Option("--limit", min=1, help="Bars per request.")] = 1000,
 ) -> None:
-    """Download OHLCV bars (and funding rates) into a Parquet file; re-running resumes after its last bar."""
+    """Download OHLCV bars (and funding, open interest, liquidations of the perpetual) into Parquet
+    files; re-running resumes after their last rows."""
 
     # Validate every input and output before any request.
     timeframe_ms(timeframe)
@@ -83,19 +108,69 @@ def fetch(
     if until is not None:
         _check_time("--until", until)
     check_target(out, "--out", "file")
-    target = funding_out or out.with_name(f"{out.stem}_funding.parquet")
-    if funding:
-        check_target(target, "--funding-out" if funding_out is not None else "--out", "file")
+    targets = _extra_targets(
+        out,
+        {"funding": funding_out, "open_interest": open_interest_out, "liquidations": liquidations_out},
+        {"funding": funding, "open_interest": open_interest, "liquidations": liquidations},
+    )
     ex = make_exchange(exchange)
+    for kind in targets:
+        require_history(ex, kind)
     bars, n_new = update_ohlcv_cache(ex, out, symbol, timeframe, since, until=until, limit=limit)
     _echo(
         f"{out}: {len(bars)} {timeframe} bars of {symbol} on {exchange} "
         f"({bars.index[0]:%Y-%m-%d %H:%M} .. {bars.index[-1]:%Y-%m-%d %H:%M} UTC), {n_new} new"
     )
-    if funding:
-        perp = funding_symbol or perpetual_symbol(symbol)
-        rates, n_rates = update_funding_cache(ex, target, perp, since, until=until, limit=limit)
-        _echo(f"{target}: {len(rates)} funding rates of {perp}, {n_rates} new")
+    perp = funding_symbol or perpetual_symbol(symbol)
+    for kind, target in targets.items():
+        _echo(f"{target}: {_fetch_history(ex, kind, target, perp, timeframe, since, until, limit)}")
+
+
+_EXTRA_FLAGS = {
+    "funding": "--funding-out",
+    "open_interest": "--open-interest-out",
+    "liquidations": "--liquidations-out",
+}
+
+
+def _extra_targets(out: Path, given: dict[str, Path | None], wanted: dict[str, bool]) -> dict[str, Path]:
+    """The cache file of each history asked for besides the bars (default ``<out>_<kind>.parquet``),
+    each checked writable and apart from the others."""
+    seen = {out.resolve(): "--out"}
+    targets: dict[str, Path] = {}
+    for kind, flag in _EXTRA_FLAGS.items():
+        if not wanted[kind]:
+            continue
+        path = given[kind] or out.with_name(f"{out.stem}_{kind}.parquet")
+        named = flag if given[kind] is not None else "--out"
+        check_target(path, named, "file")
+        if path.resolve() in seen:
+            raise ConfigError(
+                named, f"{path} is also the file of {seen[path.resolve()]}; allowed: a file of its own"
+            )
+        seen[path.resolve()] = flag if given[kind] is not None else f"the default of {flag}"
+        targets[kind] = path
+    return targets
+
+
+def _fetch_history(
+    ex: Any, kind: str, target: Path, perp: str, timeframe: str, since: str, until: str | None, limit: int
+) -> str:
+    """Fetch one history of the perpetual into ``target``; what it now holds, in words."""
+    if kind == "funding":
+        rates, n = update_funding_cache(ex, target, perp, since, until=until, limit=limit)
+        return f"{len(rates)} funding rates of {perp}, {n} new"
+    if kind == "open_interest":
+        # Binance serves at most 500 periods a request.
+        oi, n = update_open_interest_cache(
+            ex, target, perp, timeframe, since, until=until, limit=min(limit, 500)
+        )
+        return f"{len(oi)} {timeframe} open-interest rows of {perp}, {n} new"
+    events, n = update_liquidation_cache(ex, target, perp, since, until=until, limit=limit)
+    return (
+        f"{len(events)} liquidations of {perp} ({events['long'].sum():,.0f} long, "
+        f"{events['short'].sum():,.0f} short), {n} new"
+    )
 
 
 def _check_time(flag: str, text: str) -> None:

@@ -1,4 +1,5 @@
-"""Download OHLCV bars and funding rates through ccxt, cached in a Parquet file that later runs extend.
+"""Download OHLCV bars, funding rates, open interest and liquidations through ccxt, each cached in a
+Parquet file that later runs extend.
 
 ccxt is an optional dependency (``pip install 'levopt[fetch]'``); it is imported only here, when a
 fetch is requested. Everything below takes the exchange object as an argument, so tests drive it
@@ -17,6 +18,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from levopt.data.crowd import liquidations_from_records
 from levopt.data.load import parse_frequency
 from levopt.errors import ConfigError, DataError, LevoptError
 from levopt.io import atomic_write_bytes
@@ -156,6 +158,39 @@ def _ohlcv_frame(rows: list[list[float]]) -> pd.DataFrame:
     return df[~df.index.duplicated(keep="last")].sort_index()
 
 
+_HISTORIES = {
+    "funding": (
+        "fetchFundingRateHistory",
+        "has no funding-rate history in ccxt (fetchFundingRateHistory); "
+        "drop --funding or use an exchange with perpetuals (binance, bybit, okx)",
+    ),
+    "open_interest": (
+        "fetchOpenInterestHistory",
+        "has no open-interest history in ccxt (fetchOpenInterestHistory); "
+        "drop --open-interest or use an exchange that serves it (binance, bybit, okx)",
+    ),
+    "liquidations": (
+        "fetchLiquidations",
+        "has no public liquidation history in ccxt (fetchLiquidations), as most exchanges; "
+        "drop --liquidations and load a CSV of the venue's liquidations instead "
+        "(levopt.data.load_liquidations reads the Binance, Bybit and ccxt layouts)",
+    ),
+}
+"""kind -> (the ccxt ``has`` key that serves it, what to say when the exchange lacks it)."""
+
+
+def require_history(exchange: Any, kind: str) -> None:
+    """Check that ``exchange`` serves the history ``kind`` (funding, open_interest, liquidations)
+    before any request.
+
+    Raises:
+        FetchError: one line naming the exchange, the ccxt capability and what to do instead.
+    """
+    feature, missing = _HISTORIES[kind]
+    if not getattr(exchange, "has", {}).get(feature):
+        raise FetchError(f"{exchange_id(exchange)} {missing}")
+
+
 def fetch_funding_history(
     exchange: Any,
     symbol: str,
@@ -169,11 +204,7 @@ def fetch_funding_history(
     Returns:
         Series ``funding_rate`` (decimal per funding interval) indexed by UTC event time.
     """
-    if not getattr(exchange, "has", {}).get("fetchFundingRateHistory"):
-        raise FetchError(
-            f"{exchange_id(exchange)} has no funding-rate history in ccxt (fetchFundingRateHistory); "
-            "drop --funding or use an exchange with perpetuals (binance, bybit, okx)"
-        )
+    require_history(exchange, "funding")
     cursor = to_ms(since)
     stop = to_ms(until) if until is not None else None
     times: list[int] = []
@@ -279,6 +310,231 @@ def update_funding_cache(
     merged = pd.concat(parts)
     merged = merged[~merged.index.duplicated(keep="last")].sort_index()
     _write_parquet(out, merged.to_frame("funding_rate"), attrs)
+    return merged, len(new)
+
+
+def fetch_open_interest_history(
+    exchange: Any,
+    symbol: str,
+    timeframe: str,
+    since: str | int,
+    *,
+    until: str | int | None = None,
+    limit: int = 500,
+) -> pd.DataFrame:
+    """Open interest every ``timeframe`` from ``since`` (inclusive) to ``until`` (exclusive).
+
+    Pages as :func:`fetch_ohlcv_history`. Until the first record arrives an empty page skips
+    ``limit`` periods ahead, since some exchanges answer a window of ``limit`` periods after
+    ``since`` (ccxt's Binance does) and have nothing that far back: Binance serves only the last
+    30 days of this history. Records with an amount but no value (Bybit's linear perpetuals give
+    base units only) are valued at the open of the symbol's bar at that time, fetched with
+    :func:`fetch_ohlcv_history`; records left without a value are dropped.
+
+    Returns:
+        DataFrame indexed by UTC ``timestamp`` with float columns ``open_interest`` (value in the
+        settlement currency) and ``open_interest_amount`` (base units, NaN where not given).
+
+    Raises:
+        FetchError: the exchange lacks ``fetchOpenInterestHistory``, or a request failed (one line).
+    """
+    require_history(exchange, "open_interest")
+    step = timeframe_ms(timeframe)
+    cursor = to_ms(since)
+    stop = to_ms(until) if until is not None else None
+    end = stop if stop is not None else int(time.time() * 1000)
+    records: list[dict[str, Any]] = []
+    for _ in range(MAX_PAGES):
+        try:
+            page = call_exchange(
+                exchange, "fetch_open_interest_history", symbol, timeframe, since=cursor, limit=limit
+            )
+        except FetchError as exc:
+            if records:
+                raise
+            raise FetchError(
+                f"{exc} (open-interest history reaches back a limited time, Binance's 30 days: "
+                "a later --since may help)"
+            ) from None
+        page = [r for r in page or [] if r.get("timestamp") is not None and r["timestamp"] >= cursor]
+        page = sorted(
+            (r for r in page if stop is None or r["timestamp"] < stop), key=lambda r: r["timestamp"]
+        )
+        if page:
+            records.extend(page)
+            cursor = int(page[-1]["timestamp"]) + step
+        elif records:
+            break
+        else:
+            cursor += limit * step
+        if cursor >= end:
+            break
+    frame = _open_interest_frame(records)
+    if frame["open_interest"].isna().any():
+        frame = _value_from_bars(exchange, symbol, timeframe, frame)
+    return frame
+
+
+def _number(value: Any) -> float:
+    return float(value) if value is not None else np.nan
+
+
+def _open_interest_frame(records: list[dict[str, Any]]) -> pd.DataFrame:
+    times = np.asarray([int(r["timestamp"]) for r in records], dtype=np.int64)
+    index = pd.DatetimeIndex(pd.to_datetime(times, unit="ms", utc=True), name="timestamp")
+    frame = pd.DataFrame(
+        {
+            "open_interest": [_number(r.get("openInterestValue")) for r in records],
+            "open_interest_amount": [_number(r.get("openInterestAmount")) for r in records],
+        },
+        index=index,
+        dtype=float,
+    )
+    frame = frame[frame.notna().any(axis=1)]
+    return frame[~frame.index.duplicated(keep="last")].sort_index()
+
+
+def _value_from_bars(exchange: Any, symbol: str, timeframe: str, frame: pd.DataFrame) -> pd.DataFrame:
+    """Fill missing values with amount × the open of the bar holding the timestamp."""
+    step = timeframe_ms(timeframe)
+    first = int(frame.index[0].value // 1_000_000)
+    last = int(frame.index[-1].value // 1_000_000)
+    bars = fetch_ohlcv_history(exchange, symbol, timeframe, first, until=last + step)
+    price = bars["open"].reindex(frame.index, method="ffill", tolerance=pd.Timedelta(step, unit="ms"))
+    frame = frame.copy()
+    frame["open_interest"] = frame["open_interest"].fillna(frame["open_interest_amount"] * price)
+    return frame[frame["open_interest"].notna()]
+
+
+def update_open_interest_cache(
+    exchange: Any,
+    out: str | Path,
+    symbol: str,
+    timeframe: str,
+    since: str | int,
+    *,
+    until: str | int | None = None,
+    limit: int = 500,
+) -> tuple[pd.DataFrame, int]:
+    """Fetch open interest into the Parquet file ``out``, resuming after its last row
+    (:func:`levopt.data.load_open_interest` reads it).
+
+    Returns:
+        (all rows in the file after the update, number of new rows).
+    """
+    out = Path(out)
+    attrs = {
+        "exchange": exchange_id(exchange),
+        "symbol": symbol,
+        "timeframe": timeframe,
+        "kind": "open_interest",
+    }
+    columns = ["open_interest", "open_interest_amount"]
+    cached = _read_cache(out, attrs)
+    _check_columns(cached, out, columns, "open-interest")
+    start = to_ms(since)
+    if cached is not None and len(cached):
+        start = max(start, int(cached.index[-1].value // 1_000_000) + timeframe_ms(timeframe))
+    new = fetch_open_interest_history(exchange, symbol, timeframe, start, until=until, limit=limit)
+    frames = [f[columns] for f in (cached, new) if f is not None and len(f)]
+    if not frames:
+        raise FetchError(f"{attrs['exchange']} returned no open interest for {symbol} since {since}")
+    merged = pd.concat(frames)
+    merged = merged[~merged.index.duplicated(keep="last")].sort_index()
+    _write_parquet(out, merged, attrs)
+    return merged, len(new)
+
+
+def _check_columns(cached: pd.DataFrame | None, out: Path, columns: list[str], what: str) -> None:
+    if cached is not None and not set(columns) <= set(cached.columns):
+        raise DataError(
+            f"{out.name}: not a levopt {what} cache (columns {list(cached.columns)}, not {columns}); "
+            "use another file or delete it"
+        )
+
+
+def fetch_liquidation_history(
+    exchange: Any,
+    symbol: str,
+    since: str | int,
+    *,
+    until: str | int | None = None,
+    limit: int = 1000,
+) -> pd.DataFrame:
+    """Liquidation events from ``since`` (inclusive) to ``until`` (exclusive), page by page.
+
+    Several events can share a millisecond, so each page starts at the last one received and
+    skips the events of that millisecond already taken. ccxt's ``side`` is read as
+    :func:`levopt.data.load_liquidations` reads it: long/short is the liquidated position,
+    buy/sell the side of the liquidation order (sell = a long liquidated). Few exchanges serve
+    public liquidation history through ccxt; Binance and Bybit do not.
+
+    Returns:
+        DataFrame in the shape of :func:`levopt.data.load_liquidations`: float columns ``long``
+        and ``short`` (notional in the settlement currency) indexed by UTC ``timestamp``.
+
+    Raises:
+        FetchError: the exchange lacks ``fetchLiquidations``, or a request failed (one line).
+        DataError: a record without a side or notional.
+    """
+    require_history(exchange, "liquidations")
+    cursor = to_ms(since)
+    stop = to_ms(until) if until is not None else None
+    records: list[dict[str, Any]] = []
+    taken = 0  # events at the cursor's millisecond already in records
+    for _ in range(MAX_PAGES):
+        page = call_exchange(exchange, "fetch_liquidations", symbol, since=cursor, limit=limit)
+        page = [r for r in page or [] if r.get("timestamp") is not None and r["timestamp"] >= cursor]
+        page = sorted(
+            (r for r in page if stop is None or r["timestamp"] < stop), key=lambda r: r["timestamp"]
+        )
+        fresh = [r for r in page if r["timestamp"] == cursor][taken:]
+        fresh += [r for r in page if r["timestamp"] > cursor]
+        if not fresh:
+            if len(page) < limit or page[-1]["timestamp"] != cursor:
+                break
+            cursor, taken = cursor + 1, 0  # a whole page in one millisecond: the rest is out of reach
+            continue
+        records.extend(fresh)
+        last = int(fresh[-1]["timestamp"])
+        taken = (taken if last == cursor else 0) + sum(1 for r in fresh if r["timestamp"] == last)
+        cursor = last
+    if not records:
+        empty = pd.DatetimeIndex([], dtype="datetime64[ns, UTC]", name="timestamp")
+        return pd.DataFrame({"long": [], "short": []}, index=empty, dtype=float)
+    return liquidations_from_records(records, f"{exchange_id(exchange)} {symbol} liquidations")
+
+
+def update_liquidation_cache(
+    exchange: Any,
+    out: str | Path,
+    symbol: str,
+    since: str | int,
+    *,
+    until: str | int | None = None,
+    limit: int = 1000,
+) -> tuple[pd.DataFrame, int]:
+    """Fetch liquidations into the Parquet file ``out``, resuming after the millisecond of its
+    last event (:func:`levopt.data.load_liquidations` reads it).
+
+    Returns:
+        (all events in the file after the update, number of new events).
+    """
+    out = Path(out)
+    attrs = {"exchange": exchange_id(exchange), "symbol": symbol, "kind": "liquidations"}
+    columns = ["long", "short"]
+    cached = _read_cache(out, attrs)
+    _check_columns(cached, out, columns, "liquidation")
+    start = to_ms(since)
+    if cached is not None and len(cached):
+        start = max(start, int(cached.index[-1].value // 1_000_000) + 1)
+    new = fetch_liquidation_history(exchange, symbol, start, until=until, limit=limit)
+    frames = [f[columns] for f in (cached, new) if f is not None and len(f)]
+    if not frames:
+        raise FetchError(f"{attrs['exchange']} returned no liquidations for {symbol} since {since}")
+    merged = pd.concat(frames)  # events: repeated timestamps stay
+    merged = merged.iloc[np.argsort(merged.index.asi8, kind="stable")]
+    _write_parquet(out, merged, attrs)
     return merged, len(new)
 
 

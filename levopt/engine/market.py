@@ -462,7 +462,7 @@ class Market(eqx.Module):
         cfg.check(n_assets, cascade=cascade is not None)
         cascade_params = equity = None
         if cascade is not None:
-            cascade_params = CascadeParams.from_config(cascade, dtype, n_assets=n_assets)
+            cascade_params = CascadeParams.from_config(cascade, dtype, n_assets=n_assets, base_dir=base_dir)
             equity = jnp.asarray(cfg.equity(), dtype)
         flat = {k: jnp.asarray(getattr(cfg, k), dtype) for k in _FLAT_FIELDS}
         tiers = None
