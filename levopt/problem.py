@@ -15,8 +15,10 @@ import numpy as np
 
 from levopt.config import Config
 from levopt.engine import Market, Outcome, draw_noise, simulate_outcome_jit
+from levopt.engine.book import implied_vols
 from levopt.errors import ConfigError
 from levopt.objectives import Context, MetricSpecs, evaluate_metrics, get_metric, hashable
+from levopt.options.pricing import leg_greeks
 from levopt.paths import MODELS, PathModel
 from levopt.policies import POLICIES, Bounds, Policy
 from levopt.precision import scoped_x64
@@ -126,6 +128,7 @@ def build_problem(
         cascade=cfg.cascade,
     )
     check_opening(cfg, policy, market)
+    check_option_book(cfg, policy, market, model)
     if market.tiers is not None and market.isolated_margin is None and "weights" in free:
         # Both optimizers search within the tiers' maximum leverage (exact for one asset).
         cap = market.tiers.max_weights()
@@ -168,6 +171,38 @@ def check_opening(cfg: Config, policy: Policy, market: Market | None = None) -> 
             f"{mkt.maintenance_margin} liquidates a {gross:g}x position at open "
             f"(equity after fees {equity:.4f} <= margin {mkt.maintenance_margin * gross:.4f}); "
             f"allowed: < {equity / gross:.4f} at this leverage, or lower the leverage",
+        )
+
+
+def check_option_book(cfg: Config, policy: Policy, market: Market, model: PathModel) -> None:
+    """An option book: the market features it runs with, and long premium within the equity."""
+    if policy.instrument != "options":
+        if cfg.market.margin is not None:
+            raise ConfigError("market.margin", "applies to option books; allowed with policy.kind: options")
+        return
+    unsupported = [
+        ("market.margin_mode", market.margin_mode == "isolated", "cross margin"),
+        ("market.venue", market.tiers is not None, "the flat maintenance_margin for the perpetual hedge"),
+        ("market.basis", market.basis is not None, "no basis"),
+        ("cascade", cfg.cascade is not None, "no cascade block"),
+    ]
+    for field, bad, allowed in unsupported:
+        if bad:
+            raise ConfigError(field, f"not supported with an option book; allowed: {allowed}")
+    dtype = dtype_of(cfg)
+    state = model.init(dtype)
+    log_iv = jnp.log(jnp.where(policy.iv_value > 0, policy.iv_value, 1.0))
+    vols = implied_vols(policy, model, state, cfg.dt, log_iv, policy.expiry)
+    value = np.asarray(leg_greeks(1.0, policy.strike, vols, policy.expiry, policy.omega).price, float)
+    q = np.asarray(policy.quantity, float)
+    rate = float(cfg.market.fee + cfg.market.slippage)
+    paid = np.where(q > 0, q * value, 0.0) * (1.0 + rate)
+    if paid.sum() > 1.0:
+        i = int(np.argmax(paid))
+        raise ConfigError(
+            f"policy.legs.{i}.quantity",
+            f"the long legs' premium with fees is {paid.sum():.4g} of the equity; allowed: at most 1 "
+            f"(this leg costs {paid[i]:.4g}; lower its quantity)",
         )
 
 

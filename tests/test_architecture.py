@@ -385,6 +385,8 @@ def test_metric_conformance(name):
     cfg = _config(GBM.example, {"kind": "constant", "weights": [1.5], "rebalance": 1}, "float64")
     if metric.requires == "cascade":
         cfg["cascade"] = CASCADE
+    if metric.requires == "options":
+        cfg["policy"] = dict(POLICIES.get("options").example)
     problem = levopt.build(cfg)
     if metric.on_outcomes:
         key = problem.key(STREAM_PATHS)

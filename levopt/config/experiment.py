@@ -128,9 +128,14 @@ class Config(StrictModel):
         specs: MetricSpecs = {}
         for i, ref in enumerate(self.metric_refs()):
             ref.resolve(f"metrics[{i}]")
-            if get_metric(ref.metric).requires == "cascade" and self.cascade is None:
+            requires = get_metric(ref.metric).requires
+            if requires == "cascade" and self.cascade is None:
                 raise ConfigError(
                     f"metrics[{i}]", f"{ref.metric} reads the crowd; allowed with a cascade: block"
+                )
+            if requires == "options" and (self.policy or {}).get("kind") != "options":
+                raise ConfigError(
+                    f"metrics[{i}]", f"{ref.metric} reads an option book; allowed with policy.kind: options"
                 )
             name = ref.label or ref.metric
             if name in specs:

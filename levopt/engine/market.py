@@ -136,6 +136,9 @@ class MarketConfig(StrictModel):
     )
     funding: FundingConfig | None = None
     basis: BasisConfig | None = None
+    margin: Literal["standard", "scenario"] | None = Field(
+        None, description="option books: Deribit's standard margin (default) or scenario (portfolio) margin"
+    )
 
     @model_validator(mode="after")
     def _no_arbitrage(self):
@@ -436,6 +439,7 @@ class Market(eqx.Module):
     cascade: CascadeParams | None = None
     account_equity: Array | None = None
     margin_mode: str = eqx.field(static=True, default="cross")
+    option_margin: str = eqx.field(static=True, default="standard")
     funding_interval_hours: float | None = eqx.field(static=True, default=None)
     funding_stochastic: bool = eqx.field(static=True, default=False)
     funding_draws: int | None = eqx.field(static=True, default=None)
@@ -487,6 +491,7 @@ class Market(eqx.Module):
             cascade=cascade_params,
             account_equity=equity,
             margin_mode=cfg.mode,
+            option_margin=cfg.margin or "standard",
             funding_interval_hours=interval,
             funding_stochastic=stochastic,
             funding_draws=n_draws,

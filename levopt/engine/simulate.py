@@ -51,6 +51,18 @@ import jax.numpy as jnp
 from jax import Array
 
 from levopt.cascade import CascadeParams, OwnAccount, cascade_step, init_crowd
+from levopt.engine.book import (
+    Book,
+    Exposure,
+    add_exposure,
+    empty_exposure,
+    hedge_notional,
+    implied_vols,
+    next_log_iv,
+    price_legs,
+    requirement,
+    roll_legs,
+)
 from levopt.engine.market import (
     HOURS_PER_YEAR,
     Market,
@@ -59,6 +71,7 @@ from levopt.engine.market import (
     settled_funding,
     trading_cost,
 )
+from levopt.options.pricing import leg_greeks
 from levopt.paths import PathModel
 from levopt.policies import Policy
 
@@ -81,6 +94,7 @@ class Outcome(NamedTuple):
         liq_drawdown: the same sum for the maximum drawdown.
         capped: int, how many of the path's trades the venue's maximum leverage scaled down.
         cascade: :class:`CascadeTotals` with a ``cascade:`` block, else None.
+        exposure: an option book's :class:`~levopt.engine.book.Exposure`, else None.
     """
 
     wealth: Array
@@ -93,6 +107,7 @@ class Outcome(NamedTuple):
     liq_drawdown: Array
     capped: Array
     cascade: CascadeTotals | None = None
+    exposure: Exposure | None = None
 
 
 class CascadeTotals(NamedTuple):
@@ -150,6 +165,8 @@ class _Carry(NamedTuple):
     cascade: Any = None
     # Isolated accounts' cumulative P&L (fees and liquidations included, margin transfers not).
     pnl: Any = None
+    # An option book's legs (levopt.engine.book.Book).
+    book: Any = None
 
 
 class _Venue(NamedTuple):
@@ -158,6 +175,7 @@ class _Venue(NamedTuple):
     basis_z: Any = None  # (n, 3): OU normal, jump uniform, jump-size normal
     funding_z: Any = None  # (2,) normals: fast and slow component
     funding: Any = None  # FundingProcess of this path
+    iv_z: Any = None  # () normal: the stochastic implied vol's own shock
 
 
 MARKET_STREAM = 0x6D61726B
@@ -438,6 +456,8 @@ def _step_path(
     ruin_floor: float,
 ) -> _Carry:
     """Advance one path by one step (vmapped over paths by the caller)."""
+    if policy.instrument == "options":
+        return _step_options(carry, noise, venue, t, model, policy, market, steps, dt, ruin_floor)
     if market.margin_mode == "isolated":
         return _step_isolated(carry, noise, venue, t, model, policy, market, steps, dt, ruin_floor)
     model_state, out = model.step(carry.model_state, noise, dt)
@@ -543,6 +563,165 @@ def _cascade_start(market: Market, dtype: Any) -> dict[str, Any]:
         "crowd": init_crowd(market.cascade),
         "cascade": CascadeTotals(zero, zero, zero, zero, zero, no, no),
     }
+
+
+def _open_options(
+    model: PathModel,
+    policy: Policy,
+    market: Market,
+    model_state: Any,
+    policy_state: Any,
+    funding: Any,
+    dt: float,
+    dtype: Any,
+    ruin_floor: float,
+) -> _Carry:
+    """An option book after its opening trades: the legs bought or sold at the implied vol (the
+    premium moves cash into the legs' value, so equity falls by the fees only) and, when hedging,
+    the perpetual at minus the legs' delta; liquidated at once if that leaves equity at or below
+    the maintenance margin."""
+    one, zero = jnp.ones((), dtype), jnp.zeros((), dtype)
+    log_iv = jnp.log(jnp.where(policy.iv_value > 0, policy.iv_value, 1.0)).astype(dtype)
+    vols = implied_vols(policy, model, model_state, dt, log_iv, policy.expiry)
+    g = leg_greeks(one, policy.strike, vols, policy.expiry, policy.omega)
+    book = Book(
+        strike=policy.strike.astype(dtype),
+        expiry=policy.expiry.astype(dtype),
+        quantity=policy.quantity.astype(dtype),
+        mark=g.price.astype(dtype),
+        log_price=zero,
+        log_iv=log_iv,
+        exposure=empty_exposure(dtype),
+    )
+    n0 = hedge_notional(book, g) if policy.rebalance_every > 0 else jnp.zeros((1,), dtype)
+    cost = market.trading_cost_rate * (jnp.sum(jnp.abs(book.quantity) * g.price) + jnp.sum(jnp.abs(n0)))
+    w0 = one - cost
+    req = requirement(market, book, g, vols, zero, n0, policy.omega, dt)
+    hit = (req > 0) & (w0 <= req)
+    gross = jnp.sum(jnp.abs(n0)) + jnp.sum(jnp.abs(book.quantity))
+    w0 = jnp.where(hit, jnp.maximum(w0 - market.liquidation_fee * gross, 0.0), w0)
+    book = book._replace(
+        quantity=jnp.where(hit, 0.0, book.quantity),
+        exposure=add_exposure(book.exposure, book, g, n0, w0, ~hit),
+    )
+    return _Carry(
+        wealth=w0,
+        notional=jnp.where(hit, 0.0, n0),
+        alive=~hit,
+        liq_step=jnp.where(hit, 0, -1).astype(jnp.int32),
+        peak=one,
+        max_dd=jnp.maximum(zero, 1.0 - w0),
+        survival=jnp.where(hit, zero, one),
+        liq=jnp.where(hit, jnp.stack([jnp.log(jnp.maximum(w0, ruin_floor)), w0, 1.0 - w0]), zero),
+        model_state=model_state,
+        policy_state=policy_state,
+        capped=jnp.zeros((), jnp.int32),
+        funding=funding,
+        book=book,
+    )
+
+
+def _step_options(
+    carry: _Carry,
+    noise: Any,
+    venue: _Venue,
+    t: Array,
+    model: PathModel,
+    policy: Policy,
+    market: Market,
+    steps: int,
+    dt: float,
+    ruin_floor: float,
+) -> _Carry:
+    """One step of an option book with its perpetual hedge (cross margin, one asset).
+
+    The legs are marked at the step's end price and implied vol; the account is liquidated, at the
+    step's check, when equity falls to the maintenance margin (:func:`levopt.engine.book.requirement`;
+    a book of fully paid long options needs none and is never liquidated): everything closes at
+    its mark, ``liquidation_fee`` is charged on the underlying notional of the perpetual and of
+    the legs. No Brownian bridge: an option book's equity is not a barrier in the log-price, so
+    ``survival`` is the step checks' 0 or 1. Legs at expiry settle at their intrinsic value; legs
+    due to roll are replaced (fees on both trades); then the hedge is traded when due.
+    """
+    model_state, out = model.step(carry.model_state, noise, dt)
+    x, vol = out.log_return, out.vol
+    w, n, book = carry.wealth, carry.notional, carry.book
+    omega = policy.omega
+    t1 = (t + 1).astype(w.dtype) * dt
+    cash = w - jnp.sum(n) - jnp.sum(book.quantity * book.mark)
+    carry_cost = _carry_cost(cash, jnp.sum(n), t, market, venue, carry.funding, dt)
+    n_end = n * jnp.exp(x)
+    z_return = x[0] / jnp.maximum(vol[0], jnp.finfo(x.dtype).tiny)
+    z_iv = jnp.zeros_like(z_return) if venue.iv_z is None else venue.iv_z
+    log_iv = next_log_iv(policy, book.log_iv, z_return, z_iv, dt)
+    # A leg whose expiry falls within rounding of the step's end settles at it.
+    expiry = jnp.where(jnp.abs(book.expiry - t1) <= 1e-9 * dt, t1, book.expiry)
+    moved = book._replace(log_price=book.log_price + x[0], log_iv=log_iv, expiry=expiry)
+    vols = implied_vols(policy, model, model_state, dt, log_iv, moved.expiry - t1)
+    g = price_legs(moved, vols, t1, omega)
+    w_end = w + jnp.sum(n_end - n) + carry_cost + jnp.sum(book.quantity * (g.price - book.mark))
+
+    req = requirement(market, moved, g, vols, t1, n_end, omega, dt)
+    hit = carry.alive & (req > 0) & (w_end <= req)
+    spot = jnp.exp(moved.log_price)
+    gross = jnp.sum(jnp.abs(n_end)) + jnp.sum(jnp.abs(book.quantity)) * spot
+    w_liq = jnp.maximum(w_end - market.liquidation_fee * gross, 0.0)
+    w_liq_T = w_liq * jnp.exp(market.cash_rate * ((steps - t - 1) * dt))
+    dd_liq = jnp.maximum(carry.max_dd, 1.0 - w_liq / carry.peak)
+    branch = jnp.stack([jnp.log(jnp.maximum(w_liq_T, ruin_floor)), w_liq_T, dd_liq])
+    p = hit.astype(w.dtype)
+
+    settled = moved.expiry <= t1
+    quantity = jnp.where(settled | hit, 0.0, book.quantity)
+    moved = moved._replace(quantity=quantity, mark=g.price)
+    alive = carry.alive & ~hit
+    w_next = jnp.where(hit, w_liq, w_end)
+    n_next = jnp.where(hit, jnp.zeros_like(n_end), n_end)
+    moved, g, w_next, n_next = _trade_book(
+        policy, model, model_state, market, moved, g, vols, w_next, n_next, alive, t, t1, steps, dt
+    )
+    moved = moved._replace(exposure=add_exposure(moved.exposure, moved, g, n_next, w_next, alive))
+    policy_state = policy.observe(carry.policy_state, x, w_next)
+    return _advance(
+        carry, venue, x, vol, market, dt, w_next,
+        wealth=w_next, notional=n_next, alive=alive,
+        liq_step=jnp.where(hit, (t + 1).astype(jnp.int32), carry.liq_step),
+        survival=carry.survival * (1.0 - p), liq=carry.liq + carry.survival * p * branch,
+        model_state=model_state, policy_state=policy_state, book=moved,
+    )  # fmt: skip
+
+
+def _trade_book(
+    policy: Policy,
+    model: PathModel,
+    model_state: Any,
+    market: Market,
+    book: Book,
+    g: Any,
+    vols: Array,
+    w: Array,
+    n: Array,
+    alive: Array,
+    t: Array,
+    t1: Array,
+    steps: int,
+    dt: float,
+) -> tuple[Book, Any, Array, Array]:
+    """Rolls due and the hedge due at the end of a step, paying the trading fee on the options'
+    value and the perpetual's notional; returns the book, its Greeks, equity and perpetual."""
+    rate = market.trading_cost_rate
+    if policy.roll_before is not None:
+        vols_new = implied_vols(policy, model, model_state, dt, book.log_iv, policy.expiry)
+        book, traded, rolled = roll_legs(policy, book, g, vols_new, t1, policy.omega)
+        w = w - jnp.where(alive, rate * traded, 0.0)
+        g = price_legs(book, jnp.where(rolled, vols_new, vols), t1, policy.omega)
+    if policy.rebalance_every > 0:
+        due = alive & ((t + 1) % policy.rebalance_every == 0) & (t + 1 < steps)
+        target = hedge_notional(book, g)
+        cost = trading_cost(target - n, rate)
+        w = jnp.where(due, w - cost, w)
+        n = jnp.where(due, target, n)
+    return book, g, w, n
 
 
 def _isolated_bridge(
@@ -695,6 +874,8 @@ def _open_path(
     basis = None if market.basis is None else jnp.broadcast_to(market.basis.init, (n_assets,)).astype(dtype)
     funding = None if not market.funding_stochastic else venue.funding.start().astype(dtype)
     mark = jnp.ones_like(n0) if basis is None else jnp.exp(basis)
+    if policy.instrument == "options":
+        return _open_options(model, policy, market, model_state, policy_state, funding, dt, dtype, ruin_floor)
     if market.margin_mode == "isolated":
         carry = _open_isolated(n0, model_state, policy_state, market, basis, funding, mark, dtype)
         return carry._replace(**_cascade_start(market, dtype))
@@ -835,6 +1016,19 @@ def _venue_noise(key: Array, t: Array, block_ids: Array, n_assets: int, dtype: A
     return _Venue(basis_z=bz.reshape((-1, n_assets, 3)), funding_z=fz.reshape((-1, 2)))
 
 
+IV_STREAM = 0x69766F6C
+"""``fold_in`` tag of a stochastic implied volatility's own shocks, apart from the venue's."""
+
+
+def _iv_noise(key: Array, t: Array, block_ids: Array, dtype: Any) -> Array:
+    """One normal per path for step ``t``'s stochastic implied volatility."""
+    base = jax.random.fold_in(key, IV_STREAM)
+    z = jax.vmap(
+        lambda b: jax.random.normal(jax.random.fold_in(jax.random.fold_in(base, b), t), (BLOCK,), dtype)
+    )(block_ids)
+    return z.reshape(-1)
+
+
 def _per_block(path_model: PathModel, n_blocks: int, batched: bool) -> PathModel:
     if not batched:
         return path_model
@@ -887,14 +1081,17 @@ def simulate_chunk(
     carry0 = open_all(path_model, venue_params)
     step_all = jax.vmap(
         lambda c, z, v, t, m: _step_path(c, z, v, t, m, policy, market, steps, dt, ruin_floor),
-        in_axes=(0, 0, _Venue(0, 0, in_venue), None, in_model),
+        in_axes=(0, 0, _Venue(0, 0, in_venue, 0), None, in_model),
     )
     n_assets = model.n_assets
 
     def venue_inputs(t: Array) -> _Venue:
+        iv_z = (
+            _iv_noise(key, t, block_ids, dtype) if getattr(policy, "iv_kind", None) == "stochastic" else None
+        )
         if market.basis is None and not market.funding_stochastic:
-            return _Venue(funding=venue_params)
-        return _venue_noise(key, t, block_ids, n_assets, dtype)._replace(funding=venue_params)
+            return _Venue(funding=venue_params, iv_z=iv_z)
+        return _venue_noise(key, t, block_ids, n_assets, dtype)._replace(funding=venue_params, iv_z=iv_z)
 
     def draw(t: Array) -> Any:
         return _block_noise(key, t, block_ids, block_model, batched, dtype)
@@ -949,6 +1146,7 @@ def _outcome(final: _Carry, market: Market, ruin_floor: float) -> Outcome:
         liq_drawdown=final.liq[:, 2],
         capped=final.capped,
         cascade=final.cascade,
+        exposure=None if final.book is None else final.book.exposure,
     )
 
 

@@ -105,7 +105,8 @@ class Metric:
         example: options to exercise it with (the conformance tests run every metric with them).
         tail: for a quantile statistic of loss atoms, its :class:`TailForm` (streamed exactly).
         requires: a part of the experiment the metric reads besides the account (``"cascade"``: the
-            crowd of a ``cascade:`` block, ``Outcome.cascade``), or None.
+            crowd of a ``cascade:`` block, ``Outcome.cascade``; ``"options"``: an option book's
+            exposures, ``Outcome.exposure``), or None.
     """
 
     name: str
@@ -119,7 +120,7 @@ class Metric:
     not_convex: str | None = None
     example: tuple[tuple[str, Any], ...] = ()
     tail: TailForm | None = None
-    requires: Literal["cascade"] | None = None
+    requires: Literal["cascade", "options"] | None = None
 
     def __post_init__(self) -> None:
         if self.fn is None and self.convex is None and self.weights_fn is None:
@@ -193,6 +194,10 @@ class Metric:
         """A metric of the crowd on an outcome without one is a config error, raised while tracing."""
         if self.requires == "cascade" and outcome.cascade is None:
             raise ConfigError("metric", f"{self.name} reads the crowd: allowed with a cascade: block")
+        if self.requires == "options" and outcome.exposure is None:
+            raise ConfigError(
+                "metric", f"{self.name} reads an option book: allowed with policy.kind: options"
+            )
 
     def value(self, outcome: Outcome, ctx: Context, **options: Any) -> Array:
         if self.fn is None:
@@ -235,7 +240,7 @@ def objective(
     convex: ConvexForm | None = None,
     not_convex: str | None = None,
     tail: TailForm | None = None,
-    requires: Literal["cascade"] | None = None,
+    requires: Literal["cascade", "options"] | None = None,
 ) -> Callable[[Callable[..., Array]], Callable[..., Array]]:
     """Register ``fn(outcome, ctx, **options)`` as a metric usable in configs and objectives.
 

@@ -203,6 +203,81 @@ def crowd_leverage(o: Outcome, ctx: Context) -> Array:
     return o.cascade.crowd_leverage
 
 
+_BOOK = "it reads the option book's Greeks along the paths; use optimizer.method: optax"
+Stat = Literal["mean", "max"]
+
+
+def _exposure(o: Outcome, total: Array, top: Array, stat: str) -> Array:
+    """The mean over the steps the book was open, or the largest absolute value."""
+    if stat == "max":
+        return top
+    count = o.exposure.count
+    return total / jnp.where(count > 0, count, 1.0)
+
+
+@objective(
+    "delta_leverage",
+    higher_is_better=False,
+    description="delta-notional leverage |Σ q Δ S + hedge| / equity of an option book (stat: mean or max)",
+    unit="lev",
+    aggregate="mean",
+    not_convex=f"the delta leverage {_BOOK}",
+    requires="options",
+)
+def delta_leverage(o: Outcome, ctx: Context, stat: Stat = "mean") -> Array:
+    """The book's net delta in notional over equity at each step (after its trades): the leverage
+    of the linear position with the same first-order exposure; mean over the steps or maximum."""
+    e = o.exposure
+    return _exposure(o, e.delta_leverage_sum, e.delta_leverage_max, stat)
+
+
+@objective(
+    "elasticity",
+    higher_is_better=False,
+    description="elasticity Σ q Δ S / Σ q V of the option legs (stat: mean or max of |.|)",
+    unit="num",
+    aggregate="mean",
+    not_convex=f"the elasticity {_BOOK}",
+    requires="options",
+)
+def elasticity(o: Outcome, ctx: Context, stat: Stat = "mean") -> Array:
+    """Ω = ΔS/V of the legs together: the percentage move of the book's value per percent move of
+    the underlying (a call's built-in leverage); 0 while the legs are worth nothing."""
+    e = o.exposure
+    return _exposure(o, e.elasticity_sum, e.elasticity_max, stat)
+
+
+@objective(
+    "dollar_gamma",
+    higher_is_better=False,
+    description="dollar gamma Σ q Γ S² / equity of an option book (stat: mean or max of |.|)",
+    unit="num",
+    aggregate="mean",
+    not_convex=f"the dollar gamma {_BOOK}",
+    requires="options",
+)
+def dollar_gamma(o: Outcome, ctx: Context, stat: Stat = "mean") -> Array:
+    """Σ q Γ S² over equity: a return r moves the book by about ½ × this × r² beyond its delta
+    (positive long gamma, negative short)."""
+    e = o.exposure
+    return _exposure(o, e.gamma_sum, e.gamma_max, stat)
+
+
+@objective(
+    "dollar_vega",
+    higher_is_better=False,
+    description="dollar vega 0.01 Σ q ν / equity: P&L per implied-vol point (stat: mean or max of |.|)",
+    unit="num",
+    aggregate="mean",
+    not_convex=f"the dollar vega {_BOOK}",
+    requires="options",
+)
+def dollar_vega(o: Outcome, ctx: Context, stat: Stat = "mean") -> Array:
+    """The book's P&L, as a fraction of equity, for one point (0.01) of implied volatility."""
+    e = o.exposure
+    return _exposure(o, e.vega_sum, e.vega_max, stat)
+
+
 @objective(
     "max_drawdown",
     higher_is_better=False,

@@ -24,12 +24,14 @@ from levopt.optimize.gradient import (
     optimize_gradient,
     set_params,
 )
+from levopt.optimize.options import check_static_book, option_scenarios, scenario_market
 from levopt.optimize.scenarios import (
     Scenarios,
     scenario_wealth,
     scenarios_from_returns,
     scenarios_from_simulation,
 )
+from levopt.policies import Bounds
 from levopt.precision import scoped_x64
 from levopt.problem import STREAM_PATHS, Problem
 
@@ -155,32 +157,19 @@ def _optimize_convex(
     replicate: bool = False,
     progress: Progress | None = None,
 ) -> Found:
-    if not problem.policy.static:
+    options = problem.policy.instrument == "options"
+    if not problem.policy.static and not options:
         raise ConfigError(
             "optimizer.method",
-            "cvxpy optimizes static weights: use policy kind 'constant', or method 'optax'",
+            "cvxpy optimizes static weights: use policy kind 'constant' (or a static option book), "
+            "or method 'optax'",
         )
     goal = objective.goal
     if goal.resolve(objective.goal_field).higher_is_better != (objective.sign > 0):
         verb = "minimize" if objective.sign > 0 else "maximize"
         raise ConfigError(objective.goal_field, f"the convex layer can only {verb} {goal.metric}")
-    bounds = problem.free.get("weights")
-    if bounds is None:
-        raise ConfigError("policy", "no free parameters: write weights (or leverage) as {init, min, max}")
     _check_convex_market(problem)
-    if opt.scenarios == "data":
-        returns = problem.model.data_returns()
-        if returns is None:
-            raise ConfigError(
-                "optimizer.scenarios", "'data' needs a model built from a data file (kind 'bootstrap')"
-            )
-        if replicate:
-            # A replicate resamples the data's rows with replacement (a bootstrap of the scenarios).
-            rows = np.asarray(jax.random.randint(key, (returns.shape[0],), 0, returns.shape[0]))
-            returns = returns[rows]
-        scen = scenarios_from_returns(returns, "simple", problem.cfg.dt)
-    else:
-        scen = scenarios_from_simulation(problem, key, int(opt.scenarios))
+    scen, bounds, market, cost = _convex_scenarios(problem, opt, key, replicate)
     convex = ConvexProblem(
         objective={"metric": goal.metric, **goal.options},
         constraints=[{"metric": c.metric, c.sense: c.limit, **c.options} for c in objective.constraints],
@@ -189,12 +178,15 @@ def _optimize_convex(
         budget=budget,
         solver=opt.solver,
     )
-    res = solve_convex(convex, scen, problem.market)
+    res = solve_convex(convex, scen, market)
     if progress is not None:
         worst = max((max(0.0, -_slack(r)) for r in res.constraints), default=0.0)
         progress(SearchProgress(1, 1, float(res.value), worst, done=True))
     weights = np.asarray(res.weights, float)
-    policy = set_params(problem.policy, {"weights": jnp.asarray(weights, problem.dtype)})
+    name = "weights"
+    if cost is not None:
+        name, weights = "quantity", weights / cost
+    policy = set_params(problem.policy, {name: jnp.asarray(weights, problem.dtype)})
     in_sample = {
         # Keyed like the simulated metrics, so the constraint report finds its in-sample value.
         "metrics": {goal.key: res.value}
@@ -204,7 +196,7 @@ def _optimize_convex(
     }
     return Found(
         policy,
-        {"weights": weights},
+        {name: weights},
         in_sample,
         {
             "method": "cvxpy",
@@ -216,6 +208,37 @@ def _optimize_convex(
             "solve_time_s": res.solve_time,
         },
     )
+
+
+def _convex_scenarios(
+    problem: Problem, opt: CvxpyConfig, key: jax.Array, replicate: bool
+) -> tuple[Any, Bounds, Any, np.ndarray | None]:
+    """The program's scenarios, weight bounds and market, and for an option book the legs'
+    premiums (its weights are premium notionals w = q C, :mod:`levopt.optimize.options`)."""
+    if problem.policy.instrument == "options":
+        bounds = check_static_book(problem)
+        if opt.scenarios == "data":
+            raise ConfigError(
+                "optimizer.scenarios", "an option book needs simulated paths; allowed: a number"
+            )
+        scen, cost = option_scenarios(problem, key, int(opt.scenarios))
+        bounds = Bounds(np.asarray(bounds.lower) * cost, np.asarray(bounds.upper) * cost)
+        return scen, bounds, scenario_market(problem), cost
+    bounds = problem.free.get("weights")
+    if bounds is None:
+        raise ConfigError("policy", "no free parameters: write weights (or leverage) as {init, min, max}")
+    if opt.scenarios != "data":
+        return scenarios_from_simulation(problem, key, int(opt.scenarios)), bounds, problem.market, None
+    returns = problem.model.data_returns()
+    if returns is None:
+        raise ConfigError(
+            "optimizer.scenarios", "'data' needs a model built from a data file (kind 'bootstrap')"
+        )
+    if replicate:
+        # A replicate resamples the data's rows with replacement (a bootstrap of the scenarios).
+        rows = np.asarray(jax.random.randint(key, (returns.shape[0],), 0, returns.shape[0]))
+        returns = returns[rows]
+    return scenarios_from_returns(returns, "simple", problem.cfg.dt), bounds, problem.market, None
 
 
 def _check_convex_market(problem: Problem) -> None:

@@ -113,6 +113,7 @@ class Scenarios:
             ``None`` means "equal to ``mean_price``" (exact for one-step periods or zero rates).
         compounded_at: ``(cash_rate, borrow_rate)`` those averages were computed at; using the
             scenarios with a market of other rates and non-zero funding is an error.
+        total_loss: returns of −1 are outcomes, not errors (an option that expires worthless).
     """
 
     returns: np.ndarray
@@ -122,12 +123,14 @@ class Scenarios:
     mean_price_cash: np.ndarray | None = None
     mean_price_borrow: np.ndarray | None = None
     compounded_at: tuple[float, float] | None = None
+    total_loss: bool = False
 
     def __post_init__(self) -> None:
         returns = _matrix(self.returns, "scenarios.returns")
         s, n = returns.shape
-        if np.any(returns <= -1.0):
-            row = int(np.argmax(np.any(returns <= -1.0, axis=1)))
+        below = returns < -1.0 if self.total_loss else returns <= -1.0
+        if np.any(below):
+            row = int(np.argmax(np.any(below, axis=1)))
             raise DataError(f"scenarios.returns: row {row} has a simple return <= -1 (price at or below 0)")
         object.__setattr__(self, "returns", returns)
         for name in ("mean_price", "mean_price_cash", "mean_price_borrow"):

@@ -642,3 +642,44 @@ def scenario_margin(
     fs, fp, ft = _legs(dtype, future_size, future_price, future_expiry)
 
     return _scenario_kernel(f, k, t, sig, q, w, fs, fp, ft, inverse=inverse, rules=rules)
+
+
+def book_maintenance(
+    method: str,
+    spot: Array,
+    strike: Array,
+    remaining: Array,
+    vol: Array,
+    mark: Array,
+    quantity: Array,
+    omega: Array,
+    perp_units: Array,
+    perp_rate: Array,
+    *,
+    min_expiry: float,
+) -> Array:
+    """Maintenance margin of a linear (USD) book of option legs and a perpetual, inside traced code.
+
+    ``standard``: the legs' Deribit standard maintenance (:func:`standard_option_margin`) plus
+    ``perp_rate`` × the perpetual's notional. ``scenario``: the maintenance of
+    :func:`scenario_margin` on the legs and the perpetual together (expiries floored at
+    ``min_expiry`` years, so a leg expiring now has a finite volatility shock). Arrays are the legs
+    ``(k,)``; ``perp_units`` is the perpetual position in units of the underlying.
+    """
+    if method == "standard":
+        legs = _standard_option_kernel(
+            spot, strike, mark, quantity, omega, inverse=False, rules=DERIBIT_OPTIONS
+        )
+        return jnp.sum(legs.maintenance) + perp_rate * jnp.sum(jnp.abs(perp_units * spot))
+    if method != "scenario":
+        raise ValueError(f"margin method {method!r}; allowed: standard, scenario")
+    dtype = jnp.result_type(spot, strike, float)
+    f = jnp.broadcast_to(spot, strike.shape).astype(dtype)
+    t = jnp.maximum(remaining, min_expiry).astype(dtype)
+    fs = jnp.reshape(perp_units, (1,)).astype(dtype)
+    fp = jnp.reshape(spot, (1,)).astype(dtype)
+    ft = jnp.zeros((1,), dtype)
+    out = _scenario_kernel(
+        f, strike, t, vol, quantity, omega, fs, fp, ft, inverse=False, rules=DERIBIT_SCENARIOS
+    )
+    return out.maintenance

@@ -162,6 +162,17 @@ def _linear_greeks(forward, strike, vol, expiry, discount, omega) -> Greeks:
     return _greeks(_black(forward, strike, vol, expiry, discount, omega))
 
 
+def leg_greeks(forward: Array, strike: Array, vol: Array, expiry: Array, omega: Array) -> Greeks:
+    """Black-76 value and Greeks of legs given by arrays (``omega`` +1 call, −1 put), undiscounted,
+    for use inside traced code: no input checks; an expired leg (``expiry <= 0``) is worth its
+    intrinsic value, with a step delta and no gamma or vega."""
+    dtype = jnp.result_type(forward, strike, vol, expiry, omega, float)
+    f, k, v, t, w = jnp.broadcast_arrays(
+        *(jnp.asarray(a, dtype) for a in (forward, strike, vol, expiry, omega))
+    )
+    return _linear_greeks(f, k, v, t, jnp.ones_like(f), w)
+
+
 @jax.jit
 def _black76_kernel(forward, strike, vol, expiry, discount, omega):
     return _price(_black(forward, strike, vol, expiry, discount, omega))

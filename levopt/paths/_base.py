@@ -91,6 +91,12 @@ class PathModel(eqx.Module):
     def current_vol(self, state: PathState, dt: float) -> Array:
         """``(n_assets,)`` annualized conditional volatility of the next step (for policies)."""
 
+    def forecast_vol(self, state: PathState, dt: float, horizon: Array) -> Array:
+        """``(n_assets,)`` annualized volatility expected over the next ``horizon`` years: the root
+        of the mean conditional variance (what an option's implied volatility forecasts). Models
+        whose variance does not move return :meth:`current_vol`."""
+        return self.current_vol(state, dt)
+
     def mean_return(self) -> Array:
         """``(n_assets,)`` annualized arithmetic drift (for policies): :attr:`mu`."""
         return self.mu

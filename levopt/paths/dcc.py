@@ -20,7 +20,7 @@ from levopt.paths._base import (
     register_model,
 )
 from levopt.paths._student_t import student_t
-from levopt.paths.garch import GarchConfig, margin_arrays, margin_noise, margin_step
+from levopt.paths.garch import GarchConfig, margin_arrays, margin_noise, margin_step, variance_term_structure
 
 
 class DccGarchConfig(GarchConfig):
@@ -151,3 +151,6 @@ class DccGarch(PathModel):
 
     def current_vol(self, state: tuple[Array, Array], dt: float) -> Array:
         return jnp.sqrt(state[0] / dt)
+
+    def forecast_vol(self, state: tuple[Array, Array], dt: float, horizon: Array) -> Array:
+        return variance_term_structure(self, state[0], dt, horizon)

@@ -140,6 +140,26 @@ class Garch(PathModel):
     def current_vol(self, h: Array, dt: float) -> Array:
         return jnp.sqrt(h / dt)
 
+    def forecast_vol(self, h: Array, dt: float, horizon: Array) -> Array:
+        return variance_term_structure(self, h, dt, horizon)
+
+
+def variance_term_structure(m: Any, h: Array, dt: float, horizon: Array) -> Array:
+    r"""Annualized volatility over the next ``horizon`` years of GARCH margins at variance ``h``.
+
+    With :math:`\phi = \alpha + \beta + \gamma/2` and :math:`\bar h = \omega / (1 - \phi)`,
+    :math:`E_t[h_{t+k}] = \bar h + \phi^k (h_t - \bar h)` (symmetric unit-variance shocks), so the
+    mean over the :math:`n = \text{horizon}/\Delta` steps ahead is
+    :math:`\bar h + (h_t - \bar h)\,(1 - \phi^n) / (n (1 - \phi))`, :math:`h_t` at :math:`n \to 0`.
+    """
+    phi = m.alpha + m.beta + m.gamma / 2
+    h_bar = m.omega / (1 - phi)
+    n = jnp.maximum(horizon / dt, 1e-12)
+    # (1 − φ^n) / (n (1 − φ)) written with expm1/log1p to stay accurate for small n.
+    ratio = -jnp.expm1(n * jnp.log(phi)) / (n * (1 - phi))
+    mean = h_bar + (h - h_bar) * ratio
+    return jnp.sqrt(jnp.maximum(mean, 0.0) / dt)
+
 
 def margin_arrays(cfg: GarchConfig, n: int, dtype: Any) -> dict[str, Array]:
     """The per-asset GARCH parameters of a garch-family config as ``(n,)`` arrays (``nu`` a scalar,

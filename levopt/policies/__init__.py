@@ -13,6 +13,7 @@ from levopt.policies._base import (
 )
 from levopt.policies.constant import Constant
 from levopt.policies.dynamic import Cppi, FractionalKelly, VolTarget
+from levopt.policies.options import Options
 from levopt.policies.schedule import Schedule
 
 __all__ = [
@@ -23,6 +24,7 @@ __all__ = [
     "FractionalKelly",
     "FreeParam",
     "HoldsWeights",
+    "Options",
     "Policy",
     "PolicyConfig",
     "Schedule",

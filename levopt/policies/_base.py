@@ -122,6 +122,8 @@ class Policy(eqx.Module):
         leverage_fields: parameters that scale its leverage (the report's leverage profile
             multiplies them).
         segmented: its weights have a leading axis of time segments (a schedule).
+        instrument: what it holds: ``"linear"`` (perpetual or margined spot notionals, sized by
+            :meth:`target`) or ``"options"`` (option legs the engine prices, margins and hedges).
     """
 
     Config: ClassVar[type[PolicyConfig]]
@@ -129,6 +131,7 @@ class Policy(eqx.Module):
     static: ClassVar[bool] = False
     leverage_fields: ClassVar[tuple[str, ...]] = ()
     segmented: ClassVar[bool] = False
+    instrument: ClassVar[str] = "linear"
     rebalance_every: int = eqx.field(static=True)
 
     @classmethod
