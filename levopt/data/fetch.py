@@ -253,6 +253,31 @@ def _read_cache(path: Path, attrs: dict[str, Any]) -> pd.DataFrame | None:
     return cached
 
 
+def _resume_ms(cached: pd.DataFrame | None, since: str | int, after_ms: int) -> int:
+    """Where a fetch into a cache starts: ``since``, or ``after_ms`` past its last row."""
+    start = to_ms(since)
+    if cached is not None and len(cached):
+        start = max(start, int(cached.index[-1].value // 1_000_000) + after_ms)
+    return start
+
+
+def _store(
+    out: Path, attrs: dict[str, Any], parts: list[Any], empty: str, *, events: bool = False
+) -> pd.DataFrame:
+    """Cached and new rows merged, sorted and written to ``out``; a later duplicate timestamp
+    replaces an earlier one unless the rows are ``events`` (several may share a time)."""
+    frames = [f for f in parts if f is not None and len(f)]
+    if not frames:
+        raise FetchError(empty)
+    merged = pd.concat(frames)
+    if events:
+        merged = merged.iloc[np.argsort(merged.index.asi8, kind="stable")]
+    else:
+        merged = merged[~merged.index.duplicated(keep="last")].sort_index()
+    _write_parquet(out, merged, attrs)
+    return merged
+
+
 def update_ohlcv_cache(
     exchange: Any,
     out: str | Path,
@@ -272,17 +297,10 @@ def update_ohlcv_cache(
     out = Path(out)
     attrs = {"exchange": exchange_id(exchange), "symbol": symbol, "timeframe": timeframe}
     cached = _read_cache(out, attrs)
-    start = to_ms(since)
-    if cached is not None and len(cached):
-        start = max(start, int(cached.index[-1].value // 1_000_000) + timeframe_ms(timeframe))
+    start = _resume_ms(cached, since, timeframe_ms(timeframe))
     new = fetch_ohlcv_history(exchange, symbol, timeframe, start, until=until, limit=limit, now_ms=now_ms)
-    frames = [f for f in (cached, new) if f is not None and len(f)]
-    if not frames:
-        raise FetchError(f"{attrs['exchange']} returned no {timeframe} bars for {symbol} since {since}")
-    merged = pd.concat(frames)
-    merged = merged[~merged.index.duplicated(keep="last")].sort_index()
-    _write_parquet(out, merged, attrs)
-    return merged, len(new)
+    empty = f"{attrs['exchange']} returned no {timeframe} bars for {symbol} since {since}"
+    return _store(out, attrs, [cached, new], empty), len(new)
 
 
 def update_funding_cache(
@@ -298,19 +316,11 @@ def update_funding_cache(
     out = Path(out)
     attrs = {"exchange": exchange_id(exchange), "symbol": symbol, "kind": "funding"}
     cached = _read_cache(out, attrs)
-    start = to_ms(since)
-    if cached is not None and len(cached):
-        start = max(start, int(cached.index[-1].value // 1_000_000) + 1)
+    start = _resume_ms(cached, since, 1)
     new = fetch_funding_history(exchange, symbol, start, until=until, limit=limit)
-    parts = [
-        s for s in ((cached["funding_rate"] if cached is not None else None), new) if s is not None and len(s)
-    ]
-    if not parts:
-        raise FetchError(f"{attrs['exchange']} returned no funding rates for {symbol} since {since}")
-    merged = pd.concat(parts)
-    merged = merged[~merged.index.duplicated(keep="last")].sort_index()
-    _write_parquet(out, merged.to_frame("funding_rate"), attrs)
-    return merged, len(new)
+    parts = [cached[["funding_rate"]] if cached is not None else None, new.to_frame("funding_rate")]
+    empty = f"{attrs['exchange']} returned no funding rates for {symbol} since {since}"
+    return _store(out, attrs, parts, empty)["funding_rate"], len(new)
 
 
 def fetch_open_interest_history(
@@ -432,17 +442,11 @@ def update_open_interest_cache(
     columns = ["open_interest", "open_interest_amount"]
     cached = _read_cache(out, attrs)
     _check_columns(cached, out, columns, "open-interest")
-    start = to_ms(since)
-    if cached is not None and len(cached):
-        start = max(start, int(cached.index[-1].value // 1_000_000) + timeframe_ms(timeframe))
+    start = _resume_ms(cached, since, timeframe_ms(timeframe))
     new = fetch_open_interest_history(exchange, symbol, timeframe, start, until=until, limit=limit)
-    frames = [f[columns] for f in (cached, new) if f is not None and len(f)]
-    if not frames:
-        raise FetchError(f"{attrs['exchange']} returned no open interest for {symbol} since {since}")
-    merged = pd.concat(frames)
-    merged = merged[~merged.index.duplicated(keep="last")].sort_index()
-    _write_parquet(out, merged, attrs)
-    return merged, len(new)
+    parts = [f[columns] if f is not None else None for f in (cached, new)]
+    empty = f"{attrs['exchange']} returned no open interest for {symbol} since {since}"
+    return _store(out, attrs, parts, empty), len(new)
 
 
 def _check_columns(cached: pd.DataFrame | None, out: Path, columns: list[str], what: str) -> None:
@@ -525,17 +529,11 @@ def update_liquidation_cache(
     columns = ["long", "short"]
     cached = _read_cache(out, attrs)
     _check_columns(cached, out, columns, "liquidation")
-    start = to_ms(since)
-    if cached is not None and len(cached):
-        start = max(start, int(cached.index[-1].value // 1_000_000) + 1)
+    start = _resume_ms(cached, since, 1)
     new = fetch_liquidation_history(exchange, symbol, start, until=until, limit=limit)
-    frames = [f[columns] for f in (cached, new) if f is not None and len(f)]
-    if not frames:
-        raise FetchError(f"{attrs['exchange']} returned no liquidations for {symbol} since {since}")
-    merged = pd.concat(frames)  # events: repeated timestamps stay
-    merged = merged.iloc[np.argsort(merged.index.asi8, kind="stable")]
-    _write_parquet(out, merged, attrs)
-    return merged, len(new)
+    parts = [f[columns] if f is not None else None for f in (cached, new)]
+    empty = f"{attrs['exchange']} returned no liquidations for {symbol} since {since}"
+    return _store(out, attrs, parts, empty, events=True), len(new)
 
 
 def perpetual_symbol(symbol: str) -> str:
