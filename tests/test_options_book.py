@@ -381,3 +381,22 @@ def test_stochastic_implied_vol_without_vol_of_vol_is_the_constant_one():
     c = levopt.build(moving)
     wc = np.asarray(c.simulate(c.key(STREAM_PATHS)).wealth)
     assert np.abs(wc - wa).max() > 1e-3
+
+
+def test_a_run_reports_each_legs_optimized_quantity_and_its_spread(tmp_path):
+    legs = [
+        {
+            "type": "call",
+            "strike": 1.1,
+            "expiry_days": 10,
+            "quantity": {"init": -0.5, "min": -2.0, "max": 0.0},
+        },
+        {"type": "put", "strike": 0.9, "expiry_days": 10, "quantity": -0.5},
+    ]
+    cfg = config(book(legs, iv=0.9, hedge=1), sigma=0.7, paths=512, days=10, precision="float32")
+    cfg["objective"] = {"maximize": "log_growth"}
+    cfg["optimizer"] = {"method": "optax", "replicates": 2, "steps": 20, "paths": 512}
+    result = levopt.run(cfg, profiles=False)
+    assert len(result["policy"]["quantity"]) == 2 and result["policy"]["quantity"][1] == -0.5
+    assert -2.0 <= result["policy"]["quantity"][0] <= 0.0
+    assert len(result["policy_stderr"]["quantity"]) == 2

@@ -40,15 +40,18 @@ EPS = 1e-6
 
 
 def to_unconstrained(value: np.ndarray, bounds: Bounds) -> np.ndarray:
+    """The search variable of a bounded parameter; an element with ``lower == upper`` (held fixed
+    among free ones, e.g. one leg of an option book) maps to 0 and back to its bound."""
     lo, hi = bounds.lower, bounds.upper
     both, lower, upper = np.isfinite(lo) & np.isfinite(hi), np.isfinite(lo), np.isfinite(hi)
     with np.errstate(all="ignore"):
         frac = np.clip((value - lo) / (hi - lo), EPS, 1 - EPS)
         from_lo = np.log(np.expm1(np.maximum(value - lo, EPS)))
         from_hi = np.log(np.expm1(np.maximum(hi - value, EPS)))
-        return np.where(
+        theta = np.where(
             both, np.log(frac / (1 - frac)), np.where(lower, from_lo, np.where(upper, from_hi, value))
         )
+        return np.where(lo == hi, 0.0, theta)
 
 
 def from_unconstrained(theta: jax.Array, bounds: Bounds) -> jax.Array:
@@ -56,13 +59,14 @@ def from_unconstrained(theta: jax.Array, bounds: Bounds) -> jax.Array:
     both, lower, upper = jnp.isfinite(lo) & jnp.isfinite(hi), jnp.isfinite(lo), jnp.isfinite(hi)
     safe_lo, safe_hi = jnp.where(lower, lo, 0.0), jnp.where(upper, hi, 0.0)
     boxed = safe_lo + (safe_hi - safe_lo) * jax.nn.sigmoid(theta)
-    return jnp.where(
+    value = jnp.where(
         both,
         boxed,
         jnp.where(
             lower, safe_lo + jax.nn.softplus(theta), jnp.where(upper, safe_hi - jax.nn.softplus(theta), theta)
         ),
     )
+    return jnp.where(lo == hi, safe_lo, value)
 
 
 def set_params(policy: Policy, values: dict[str, jax.Array]) -> Policy:

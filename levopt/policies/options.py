@@ -128,7 +128,8 @@ class Options(Policy):
     cash at expiry (or roll ``roll_days_before`` expiry into a new leg of the same life and
     moneyness), and the account is liquidated when its equity falls to the maintenance margin of
     the venue's option rule. With ``hedge.rebalance: k`` the perpetual is traded every k steps to
-    the notional :math:`-\sum_i q_i \Delta_i S_t`.
+    the notional :math:`-\sum_i q_i \Delta_i S_t`. Optimized values are reported as ``quantity``
+    and ``strike``, one entry per leg.
     """
 
     Config = OptionsConfig
@@ -200,24 +201,24 @@ class Options(Policy):
         """No perpetual position of its own: the engine sizes the hedge from the legs' deltas."""
         return jnp.zeros((1,), self.quantity.dtype)
 
-    def report_params(self, params: dict[str, Any], cfg: OptionsConfig) -> dict[str, Any]:
-        out: dict[str, Any] = {}
-        for name, value in params.items():
-            for i, v in enumerate(np.asarray(value, float).reshape(-1).tolist()):
-                out[f"legs.{i}.{name}"] = v
-        return out
-
     @classmethod
     def describe(cls, values: dict[str, Any], spec: dict[str, Any], horizon_days: float, rebalance: str):
         legs = spec.get("legs") or []
         rows = []
         for i, leg in enumerate(legs):
-            strike = values.get(f"legs.{i}.strike", leg.get("strike"))
-            qty = values.get(f"legs.{i}.quantity", leg.get("quantity"))
+            # Optimized values come per field, one entry per leg (``quantity: [q0, q1, ...]``).
+            strike = _leg_value(values.get("strike"), i, leg.get("strike"))
+            qty = _leg_value(values.get("quantity"), i, leg.get("quantity"))
             rows.append([leg.get("type"), _num(strike), leg.get("expiry_days"), _num(qty)])
         hedge = (spec.get("hedge") or {}).get("rebalance", "never")
         text = f"Option book of {len(rows)} leg(s); delta hedge: {'none' if hedge == 'never' else f'every {hedge} steps'}."
         return text, {"columns": ["type", "strike", "expiry_days", "quantity"], "rows": rows}
+
+
+def _leg_value(optimized: Any, i: int, given: Any) -> Any:
+    if isinstance(optimized, list | tuple) and i < len(optimized):
+        return optimized[i]
+    return given
 
 
 def _num(v: Any) -> Any:
