@@ -183,6 +183,14 @@ class Policy(eqx.Module):
         return {name: np.asarray(value, float).tolist() for name, value in params.items()}
 
     @classmethod
+    def target_gross(
+        cls, values: dict[str, Any], horizon_days: float
+    ) -> "tuple[np.ndarray, np.ndarray] | None":
+        """Days and target gross leverage over the horizon from saved values, when the parameters
+        alone fix it (held weights); None for policies whose leverage follows the paths."""
+        return None
+
+    @classmethod
     def describe(
         cls, values: dict[str, Any], spec: dict[str, Any], horizon_days: float, rebalance: str
     ) -> tuple[str, Any]:
