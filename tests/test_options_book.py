@@ -400,3 +400,32 @@ def test_a_run_reports_each_legs_optimized_quantity_and_its_spread(tmp_path):
     assert len(result["policy"]["quantity"]) == 2 and result["policy"]["quantity"][1] == -0.5
     assert -2.0 <= result["policy"]["quantity"][0] <= 0.0
     assert len(result["policy_stderr"]["quantity"]) == 2
+
+
+def test_an_exposure_metric_binds_as_a_constraint():
+    """Maximize growth of a cheap call (iv below σ, drift up) with its mean dollar vega capped:
+    unconstrained the growth-optimal size exceeds the cap, so the cap binds at the optimum."""
+    from levopt.config import parse_objective
+    from levopt.optimize import optimize_policy
+
+    legs = [
+        {"type": "call", "strike": 1.0, "expiry_days": 20, "quantity": {"init": 0.2, "min": 0.0, "max": 4.0}}
+    ]
+    cfg = config(book(legs, iv=0.6), mu=0.8, sigma=0.8, paths=1024, days=20)
+    cap = 0.001
+    cfg["objective"] = {"maximize": "log_growth", "constraints": [{"metric": "dollar_vega", "max": cap}]}
+    cfg["optimizer"] = {
+        "method": "optax",
+        "replicates": 1,
+        "steps": 300,
+        "paths": 1024,
+        "feasibility_tol": 1e-4,
+    }
+    problem = levopt.build(cfg)
+    found = optimize_policy(problem, parse_objective(problem.cfg.objective))
+    vega = found.in_sample["metrics"]["dollar_vega"]
+    # Feasible to the optimizer's feasibility_tol, and on the boundary (measured 1 + 3e-5 x cap).
+    assert 0.99 * cap <= vega <= cap * (1 + 1e-4), found.in_sample
+    free = levopt.build({**cfg, "objective": {"maximize": "log_growth"}})
+    unconstrained = optimize_policy(free, parse_objective(free.cfg.objective))
+    assert float(unconstrained.params["quantity"][0]) > float(found.params["quantity"][0])
