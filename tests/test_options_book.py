@@ -429,3 +429,29 @@ def test_an_exposure_metric_binds_as_a_constraint():
     free = levopt.build({**cfg, "objective": {"maximize": "log_growth"}})
     unconstrained = optimize_policy(free, parse_objective(free.cfg.objective))
     assert float(unconstrained.params["quantity"][0]) > float(found.params["quantity"][0])
+
+
+def test_legs_expiring_at_a_step_settle_before_its_margin_check():
+    """A short call expiring at the horizon on a deterministic rally: sized so that it survives
+    every check while open and would fail a check that still margined it on its expiry step
+    (|q|(0.075 S + intrinsic)); it settles instead, into 1 + q((S_T − K)⁺ − C_0)."""
+    k, iv, mu, days = 1.0, 0.8, 3.0, 10
+    dt = 1 / 365
+    t = np.arange(days + 1) * dt
+    s = np.exp(mu * t)
+    v = b76(s, k, iv, days * dt - t)
+    chosen = None
+    for q in -np.linspace(0.5, 8.0, 300):
+        w = 1.0 + q * (v - v[0])
+        req = abs(q) * (0.075 * s + v)
+        if np.all(w[:-1] > req[:-1]) and w[-1] <= req[-1] and w[-1] > 0:
+            chosen = (q, w[-1])
+            break
+    assert chosen is not None, "no size survives the open steps yet fails a margined expiry"
+    q, w_final = chosen
+    legs = [{"type": "call", "strike": k, "expiry_days": days, "quantity": float(q)}]
+    cfg = config(book(legs, iv=iv), sigma=0.0, mu=mu, paths=256, days=days, market={"liquidation_fee": 0.002})
+    problem = levopt.build(cfg)
+    out = problem.simulate(problem.key(STREAM_PATHS))
+    assert not np.asarray(out.liquidated).any()
+    np.testing.assert_allclose(np.asarray(out.wealth), w_final, rtol=1e-10)

@@ -640,8 +640,9 @@ def _step_options(
     a book of fully paid long options needs none and is never liquidated): everything closes at
     its mark, ``liquidation_fee`` is charged on the underlying notional of the perpetual and of
     the legs. No Brownian bridge: an option book's equity is not a barrier in the log-price, so
-    ``survival`` is the step checks' 0 or 1. Legs at expiry settle at their intrinsic value; legs
-    due to roll are replaced (fees on both trades); then the hedge is traded when due.
+    ``survival`` is the step checks' 0 or 1. Legs at expiry settle at their intrinsic value before
+    the check (they need no margin); legs due to roll are replaced (fees on both trades); then the
+    hedge is traded when due.
     """
     model_state, out = model.step(carry.model_state, noise, dt)
     x, vol = out.log_return, out.vol
@@ -661,17 +662,19 @@ def _step_options(
     g = price_legs(moved, vols, t1, omega)
     w_end = w + jnp.sum(n_end - n) + carry_cost + jnp.sum(book.quantity * (g.price - book.mark))
 
-    req = requirement(market, moved, g, vols, t1, n_end, omega, dt)
+    # Legs expiring at this step settle into cash first: they carry no margin at the check.
+    settled = moved.expiry <= t1
+    open_legs = moved._replace(quantity=jnp.where(settled, 0.0, book.quantity))
+    req = requirement(market, open_legs, g, vols, t1, n_end, omega, dt)
     hit = carry.alive & (req > 0) & (w_end <= req)
     spot = jnp.exp(moved.log_price)
-    gross = jnp.sum(jnp.abs(n_end)) + jnp.sum(jnp.abs(book.quantity)) * spot
+    gross = jnp.sum(jnp.abs(n_end)) + jnp.sum(jnp.abs(open_legs.quantity)) * spot
     w_liq = jnp.maximum(w_end - market.liquidation_fee * gross, 0.0)
     w_liq_T = w_liq * jnp.exp(market.cash_rate * ((steps - t - 1) * dt))
     dd_liq = jnp.maximum(carry.max_dd, 1.0 - w_liq / carry.peak)
     branch = jnp.stack([jnp.log(jnp.maximum(w_liq_T, ruin_floor)), w_liq_T, dd_liq])
     p = hit.astype(w.dtype)
 
-    settled = moved.expiry <= t1
     quantity = jnp.where(settled | hit, 0.0, book.quantity)
     moved = moved._replace(quantity=quantity, mark=g.price)
     alive = carry.alive & ~hit
