@@ -196,13 +196,14 @@ def check_option_book(cfg: Config, policy: Policy, market: Market, model: PathMo
     value = np.asarray(leg_greeks(1.0, policy.strike, vols, policy.expiry, policy.omega).price, float)
     q = np.asarray(policy.quantity, float)
     rate = float(cfg.market.fee + cfg.market.slippage)
-    paid = np.where(q > 0, q * value, 0.0) * (1.0 + rate)
-    if paid.sum() > 1.0:
-        i = int(np.argmax(paid))
+    # The net debit: short legs' premium is received in cash and pays for long ones (a spread).
+    paid = float(np.sum(q * value) + rate * np.sum(np.abs(q) * value))
+    if paid > 1.0:
+        i = int(np.argmax(q * value))
         raise ConfigError(
             f"policy.legs.{i}.quantity",
-            f"the long legs' premium with fees is {paid.sum():.4g} of the equity; allowed: at most 1 "
-            f"(this leg costs {paid[i]:.4g}; lower its quantity)",
+            f"the book's premium, net of short legs and with fees, is {paid:.4g} of the equity; allowed: "
+            f"at most 1 (this leg costs {q[i] * value[i]:.4g}; lower its quantity)",
         )
 
 

@@ -455,3 +455,19 @@ def test_legs_expiring_at_a_step_settle_before_its_margin_check():
     out = problem.simulate(problem.key(STREAM_PATHS))
     assert not np.asarray(out.liquidated).any()
     np.testing.assert_allclose(np.asarray(out.wealth), w_final, rtol=1e-10)
+
+
+def test_the_premium_check_is_on_the_net_debit():
+    """A call spread whose long leg alone costs more than the equity but whose net debit fits
+    builds; the same long leg alone is refused."""
+    c1, c2 = float(b76(1.0, 1.0, 0.68, 30 / 365)), float(b76(1.0, 1.15, 0.68, 30 / 365))
+    q = 0.95 / (c1 - c2)  # net debit 0.95 of the equity, long leg above 1
+    assert q * c1 > 1.0
+    spread = [
+        {"type": "call", "strike": 1.0, "expiry_days": 30, "quantity": q},
+        {"type": "call", "strike": 1.15, "expiry_days": 30, "quantity": -q},
+    ]
+    levopt.build(config(book(spread, iv=0.68), paths=256, market={"margin": "scenario"}))
+    with pytest.raises(ConfigError) as err:
+        levopt.build(config(book(spread[:1], iv=0.68), paths=256))
+    assert err.value.field == "policy.legs.0.quantity"
