@@ -471,3 +471,23 @@ def test_the_premium_check_is_on_the_net_debit():
     with pytest.raises(ConfigError) as err:
         levopt.build(config(book(spread[:1], iv=0.68), paths=256))
     assert err.value.field == "policy.legs.0.quantity"
+
+
+def test_a_settlement_that_leaves_negative_equity_closes_the_account_at_zero():
+    """A 2-day short call on a deterministic rally of 35% a day: it passes the check after day 1
+    and settles on day 2 so deep in the money that equity would be negative; the account is
+    closed there at zero instead (a venue does not let an account's equity stay below zero)."""
+    k, iv, a = 1.0, 0.8, 0.35
+    dt = 1 / 365
+    s1, s2 = math.exp(a), math.exp(2 * a)
+    v0, v1 = float(b76(1.0, k, iv, 2 * dt)), float(b76(s1, k, iv, dt))
+    low, high = 1.0 / (s2 - k - v0), 1.0 / (2 * v1 - v0 + 0.075 * s1)
+    assert low < high
+    q = -0.5 * (low + high)
+    legs = [{"type": "call", "strike": k, "expiry_days": 2, "quantity": q}]
+    cfg = config(book(legs, iv=iv), sigma=0.0, mu=a * 365, paths=256, days=2)
+    problem = levopt.build(cfg)
+    out = problem.simulate(problem.key(STREAM_PATHS))
+    assert 1.0 + q * (s2 - k - v0) < 0
+    assert np.all(np.asarray(out.liquidation_step) == 2)
+    assert np.all(np.asarray(out.wealth) == 0.0)

@@ -666,7 +666,9 @@ def _step_options(
     settled = moved.expiry <= t1
     open_legs = moved._replace(quantity=jnp.where(settled, 0.0, book.quantity))
     req = requirement(market, open_legs, g, vols, t1, n_end, omega, dt)
-    hit = carry.alive & (req > 0) & (w_end <= req)
+    # Negative equity is bankruptcy even with nothing left to margin (a short leg settled deep in
+    # the money): the account closes at zero, as a venue's liquidation engine would close it.
+    hit = carry.alive & (((req > 0) & (w_end <= req)) | (w_end < 0))
     spot = jnp.exp(moved.log_price)
     gross = jnp.sum(jnp.abs(n_end)) + jnp.sum(jnp.abs(open_legs.quantity)) * spot
     w_liq = jnp.maximum(w_end - market.liquidation_fee * gross, 0.0)
