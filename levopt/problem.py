@@ -15,10 +15,9 @@ import numpy as np
 
 from levopt.config import Config
 from levopt.engine import Market, Outcome, draw_noise, simulate_outcome_jit
-from levopt.engine.book import implied_vols
+from levopt.engine.book import opening_legs
 from levopt.errors import ConfigError
 from levopt.objectives import Context, MetricSpecs, evaluate_metrics, get_metric, hashable
-from levopt.options.pricing import leg_greeks
 from levopt.paths import MODELS, PathModel
 from levopt.policies import POLICIES, Bounds, Policy
 from levopt.precision import scoped_x64
@@ -189,11 +188,8 @@ def check_option_book(cfg: Config, policy: Policy, market: Market, model: PathMo
     for field, bad, allowed in unsupported:
         if bad:
             raise ConfigError(field, f"not supported with an option book; allowed: {allowed}")
-    dtype = dtype_of(cfg)
-    state = model.init(dtype)
-    log_iv = jnp.log(jnp.where(policy.iv_value > 0, policy.iv_value, 1.0))
-    vols = implied_vols(policy, model, state, cfg.dt, log_iv, policy.expiry)
-    value = np.asarray(leg_greeks(1.0, policy.strike, vols, policy.expiry, policy.omega).price, float)
+    _, _, g = opening_legs(policy, model, model.init(dtype_of(cfg)), cfg.dt)
+    value = np.asarray(g.price, float)
     q = np.asarray(policy.quantity, float)
     rate = float(cfg.market.fee + cfg.market.slippage)
     # The net debit: short legs' premium is received in cash and pays for long ones (a spread).

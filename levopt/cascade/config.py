@@ -29,6 +29,9 @@ DEFAULT_DAILY_VOL = 0.035
 """Daily volatility of BTC for the square-root law: 68% a year (daily log-returns 2014-09 to
 2025-11, ``shared/data``) divided by √365."""
 
+LONG, SHORT = 1, -1
+"""The sign of a side, as ``liquidation_offset`` takes it."""
+
 SHARE_TOLERANCE = 1e-9
 """How far the leverage shares may sum from one."""
 

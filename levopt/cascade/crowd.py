@@ -28,12 +28,11 @@ import jax.numpy as jnp
 import numpy as np
 from jax import Array
 
-from levopt.cascade.config import CascadeConfig, liquidation_offset, parse_cascade
+from levopt.cascade.config import LONG, SHORT, CascadeConfig, liquidation_offset, parse_cascade
 from levopt.cascade.history import CrowdHistory, crowd_history
 from levopt.errors import ConfigError
 
 HOURS_PER_DAY = 24.0
-LONG, SHORT = 1, -1
 
 
 class EntryBands(eqx.Module):

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import functools
 import itertools
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,12 +32,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from levopt.cascade.config import CrowdConfig, CrowdDataConfig, liquidation_offset
+from levopt.cascade.config import LONG, SHORT, CrowdConfig, CrowdDataConfig, liquidation_offset
 from levopt.data.crowd import load_liquidations, load_open_interest
 from levopt.data.load import infer_frequency, load_prices
 from levopt.errors import ConfigError, DataError
 
-LONG, SHORT = 1, -1
 MIN_BARS = 2
 
 
@@ -323,12 +321,14 @@ def observed_liquidations(path: Path, bars: Bars, reported_fraction: float) -> t
     end is the first at or after it), divided by the reported fraction, and a ``(T,)`` mask of
     the bars the file covers."""
     events = load_liquidations(path)
-    slot = bars.end.searchsorted(events.index, side="left")
-    starts = bars.end - (bars.end[1] - bars.end[0]) if len(bars.end) > 1 else bars.end
-    inside = (slot < len(bars.end)) & (events.index > starts[np.minimum(slot, len(bars.end) - 1)])
+    end = bars.end
+    # A bar starts where the one before it ended; the first is as long as the second.
+    starts = end[:-1].insert(0, end[0] - (end[1] - end[0]))
+    slot = end.searchsorted(events.index, side="left")
+    inside = (slot < len(end)) & ((slot > 0) | (events.index > starts[0]))
     observed = np.zeros((len(bars.end), 2))
     np.add.at(observed, slot[inside], events[["long", "short"]].to_numpy(float)[inside])
-    covered = (bars.end >= events.index[0]) & (starts <= events.index[-1])
+    covered = (end >= events.index[0]) & (starts <= events.index[-1])
     return observed / reported_fraction, np.asarray(covered)
 
 
@@ -414,8 +414,3 @@ def crowd_history(crowd: CrowdConfig, base_dir: str | Path = ".") -> CrowdHistor
         except OSError:
             stamps.append((str(p), None, None))
     return _reconstruct_cached(crowd.model_dump_json(), str(base_dir), tuple(stamps))
-
-
-def history_json(history: CrowdHistory) -> str:
-    """:meth:`CrowdHistory.summary` as strict JSON."""
-    return json.dumps(history.summary(), allow_nan=False)

@@ -80,6 +80,16 @@ def implied_vols(
     return jnp.broadcast_to(forecast, remaining.shape) * (1.0 + policy.iv_premium)
 
 
+def opening_legs(
+    policy: Policy, model: PathModel, model_state: Any, dt: float
+) -> tuple[Array, Array, Greeks]:
+    """The legs at t = 0: the starting log implied vol (the stochastic kind's state), each leg's
+    implied vol and its Black-76 value and Greeks at S_0 = 1 — what the premium is paid at."""
+    log_iv = jnp.log(jnp.where(policy.iv_value > 0, policy.iv_value, 1.0))
+    vols = implied_vols(policy, model, model_state, dt, log_iv, policy.expiry)
+    return log_iv, vols, leg_greeks(1.0, policy.strike, vols, policy.expiry, policy.omega)
+
+
 def next_log_iv(policy: Policy, log_iv: Array, z_return: Array, z_own: Array, dt: float) -> Array:
     r"""The stochastic implied vol one step on: an Ornstein–Uhlenbeck step of :math:`\log\sigma`
     towards :math:`\log` ``value``, exact in the step length, its shock

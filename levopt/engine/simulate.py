@@ -59,6 +59,7 @@ from levopt.engine.book import (
     hedge_notional,
     implied_vols,
     next_log_iv,
+    opening_legs,
     price_legs,
     requirement,
     roll_legs,
@@ -71,7 +72,6 @@ from levopt.engine.market import (
     settled_funding,
     trading_cost,
 )
-from levopt.options.pricing import leg_greeks
 from levopt.paths import PathModel
 from levopt.policies import Policy
 
@@ -581,9 +581,8 @@ def _open_options(
     the perpetual at minus the legs' delta; liquidated at once if that leaves equity at or below
     the maintenance margin."""
     one, zero = jnp.ones((), dtype), jnp.zeros((), dtype)
-    log_iv = jnp.log(jnp.where(policy.iv_value > 0, policy.iv_value, 1.0)).astype(dtype)
-    vols = implied_vols(policy, model, model_state, dt, log_iv, policy.expiry)
-    g = leg_greeks(one, policy.strike, vols, policy.expiry, policy.omega)
+    log_iv, vols, g = opening_legs(policy, model, model_state, dt)
+    log_iv = log_iv.astype(dtype)
     book = Book(
         strike=policy.strike.astype(dtype),
         expiry=policy.expiry.astype(dtype),

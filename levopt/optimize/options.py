@@ -12,24 +12,20 @@ from __future__ import annotations
 
 from typing import Any
 
-import jax.numpy as jnp
 import numpy as np
 
-from levopt.engine.book import implied_vols
+from levopt.engine.book import opening_legs
 from levopt.engine.simulate import simulate_returns_jit
 from levopt.errors import ConfigError
 from levopt.optimize.scenarios import Scenarios
-from levopt.options.pricing import leg_greeks
 from levopt.policies import Bounds
 
 
 def premiums(problem: Any) -> np.ndarray:
     """``(k,)`` premium of one option of each leg at t = 0, at the implied vol of t = 0."""
-    policy, model, cfg = problem.policy, problem.model, problem.cfg
-    state = model.init(problem.dtype)
-    log_iv = jnp.log(jnp.where(policy.iv_value > 0, policy.iv_value, 1.0))
-    vols = implied_vols(policy, model, state, cfg.dt, log_iv, policy.expiry)
-    return np.asarray(leg_greeks(1.0, policy.strike, vols, policy.expiry, policy.omega).price, float)
+    model = problem.model
+    _, _, g = opening_legs(problem.policy, model, model.init(problem.dtype), problem.cfg.dt)
+    return np.asarray(g.price, float)
 
 
 def check_static_book(problem: Any) -> Bounds:
